@@ -1,0 +1,155 @@
+"""The base of the course's DataModules: arrays in memory, seeded stratified splits, fast loaders."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from toolkit.data.loader import TensorBatchLoader
+from toolkit.data.splits import build_manifest, stratified_split, stratified_subsample
+
+__all__ = ["ArrayDataModule"]
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+_SEED_BOUND = 2**62  # torch.Generator seeds must stay below 2**64 after adding the epoch
+
+
+def _shared_shuffle_seed() -> int:
+    """A shuffle seed from the global torch RNG, identical on every rank of a process group."""
+    seed = [int(torch.randint(0, _SEED_BOUND, (1,)).item())]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(seed, src=0)
+    return seed[0]
+
+
+class ArrayDataModule(pl.LightningDataModule, abc.ABC):
+    """A LightningDataModule over a small dataset held in memory.
+
+    Subclasses say how to load the arrays (``load_arrays``) and how to turn them into model inputs
+    (``fit_transform`` on the training split, then ``transform``). This class does the rest: a
+    stratified train/val/test split fixed by ``seed``, an optional stratified ``train_fraction`` of
+    the training split (to make overfitting visible), and :class:`TensorBatchLoader` loaders.
+
+    Args:
+        batch_size: training batch size, ``>= 1``.
+        val_fraction, test_fraction: shares of the whole dataset, in ``[0, 1)``, summing below 1.
+        train_fraction: share of the training split actually used, in ``(0, 1]``.
+        seed: fixes the split and the shuffling order.
+        eval_batch_size: batch size of the validation, test and predict loaders.
+    """
+
+    name = "array"
+    class_names: tuple[str, ...] = ()
+
+    def __init__(self, batch_size: int = 64, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                 train_fraction: float = 1.0, seed: int = 0, eval_batch_size: int = 512) -> None:
+        super().__init__()
+        _check_positive_int("batch_size", batch_size)
+        _check_positive_int("eval_batch_size", eval_batch_size)
+        # validates the fractions with clear messages before any data is touched
+        stratified_split(np.zeros(20, dtype=int), val_fraction, test_fraction, seed)
+        if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) \
+                or not 0 < train_fraction <= 1:
+            raise ValueError(f"train_fraction must be a number in (0, 1], got {train_fraction!r}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.train_fraction = train_fraction
+        self.seed = seed
+        self._data: dict[str, tuple[Tensor, Tensor]] | None = None
+        self._splits: dict[str, np.ndarray] | None = None
+
+    # ---- what a subclass provides -------------------------------------------------------------
+    @abc.abstractmethod
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return all samples ``X`` and integer labels ``y`` as NumPy arrays."""
+
+    def fit_transform(self, x_train: np.ndarray) -> None:
+        """Learn preprocessing statistics from the training split (default: none)."""
+
+    def transform(self, x: np.ndarray) -> Tensor:
+        """Turn raw samples into model inputs (default: float32 tensor)."""
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    def split_labels(self, y: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Select samples ``index`` for training/evaluation; return ``(kept index, labels)``."""
+        return index, y[index]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # ---- Lightning hooks -------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._data is not None:
+            return
+        x, y = self.load_arrays()
+        splits = stratified_split(y, self.val_fraction, self.test_fraction, self.seed)
+        splits["train"] = stratified_subsample(splits["train"], y, self.train_fraction, self.seed)
+        self._splits = splits
+        self.fit_transform(x[self.split_labels(y, splits["train"])[0]])
+        self._data = {}
+        for split, index in splits.items():
+            kept, labels = self.split_labels(y, index)
+            self._data[split] = (self.transform(x[kept]), torch.as_tensor(labels, dtype=torch.long))
+
+    def tensors(self, split: str) -> tuple[Tensor, Tensor]:
+        """The ``(inputs, targets)`` tensors of ``split`` ("train", "val" or "test")."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be one of ('train', 'val', 'test'), got {split!r}")
+        self.setup()
+        assert self._data is not None
+        return self._data[split]
+
+    @property
+    def split_indices(self) -> dict[str, np.ndarray]:
+        """Indices into ``load_arrays()`` of each split (after ``train_fraction``)."""
+        self.setup()
+        assert self._splits is not None
+        return self._splits
+
+    def manifest(self) -> dict[str, Any]:
+        """The split manifest: sizes, class counts, indices and SHA-256 of every split."""
+        x, y = self.load_arrays()
+        settings = {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                    "train_fraction": self.train_fraction, "seed": self.seed}
+        return build_manifest(self.name, x, y, self.split_indices, settings)
+
+    def loader(self, *tensors: Tensor, train: bool = False) -> TensorBatchLoader:
+        """A loader with this module's settings over any tensors (e.g. a shifted test set).
+
+        Training loaders shuffle with a seed drawn from the global torch seed (``fit``'s ``seed``),
+        so runs over several seeds see different batch orders while the split stays fixed by
+        ``self.seed``. Under DDP every rank uses rank zero's draw, so the shards never overlap.
+        """
+        if train:
+            return TensorBatchLoader(*tensors, batch_size=self.batch_size, shuffle=True,
+                                     seed=_shared_shuffle_seed(), pad=True)
+        return TensorBatchLoader(*tensors, batch_size=self.eval_batch_size, shuffle=False, pad=False)
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self.loader(*self.tensors("train"), train=True)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self.loader(*self.tensors("val"))
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self.loader(*self.tensors("test"))
+
+    def predict_dataloader(self) -> TensorBatchLoader:
+        return self.test_dataloader()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(batch_size={self.batch_size}, train_fraction={self.train_fraction}, "
+                f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, seed={self.seed})")

@@ -1,0 +1,183 @@
+"""``ClassifierModule``: any backbone, the course's optimizers and schedules, the metrics that matter."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import pytorch_lightning as pl
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import ConstantLR, CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+
+from toolkit.calibration.metrics import BrierScore
+
+__all__ = ["ClassifierModule", "OPTIMIZERS", "SCHEDULES"]
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "warmup_constant")
+STAGES = ("train", "val", "test")
+WARMUP_START_FACTOR = 0.01  # warmup ramps the learning rate linearly from 1% of lr
+
+
+def _stage_metrics(num_classes: int, ece_bins: int) -> nn.ModuleDict:
+    return nn.ModuleDict({
+        "loss": MeanMetric(),
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "nll": MeanMetric(),
+        "ece": MulticlassCalibrationError(num_classes, n_bins=ece_bins, norm="l1"),
+        "brier": BrierScore(),
+    })
+
+
+class ClassifierModule(pl.LightningModule):
+    """Train any ``nn.Module`` that maps inputs to ``num_classes`` logits.
+
+    Logs per epoch, for ``train``, ``val`` and ``test``: ``{stage}_loss`` (the training objective,
+    with label smoothing), ``{stage}_acc``, ``{stage}_nll`` (plain cross-entropy), ``{stage}_ece``
+    (top-label, ``ece_bins`` equal-width bins, torchmetrics) and ``{stage}_brier``. Metrics are
+    torchmetrics objects, so they sync across processes under DDP. ``predict_step`` returns logits.
+
+    Args:
+        backbone: the network; its output must be ``(N, num_classes)``.
+        num_classes: number of classes, ``>= 2``.
+        optimizer: "adamw" (decoupled weight decay; Loshchilov & Hutter, 2019) or "sgd"
+            (momentum, coupled L2 decay). Decay applies to weights, not to biases and norm scales.
+        lr: peak learning rate, ``> 0``.
+        weight_decay: ``>= 0``.
+        momentum: SGD momentum in ``[0, 1)``.
+        schedule: "constant", "cosine" (to zero over training), "warmup_cosine" or "warmup_constant"
+            (linear warmup over ``warmup_fraction`` of the steps first). Stepped every batch.
+        warmup_fraction: share of all training steps spent warming up, in ``[0, 1)``.
+        label_smoothing: in ``[0, 1)`` (Szegedy et al., 2016).
+        ece_bins: bins of the logged ECE, ``>= 1``.
+
+    Example:
+        >>> from toolkit.models import MLP
+        >>> module = ClassifierModule(MLP(64, 10), num_classes=10, lr=3e-3, schedule="cosine")
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, optimizer: str = "adamw", lr: float = 1e-3,
+                 weight_decay: float = 0.0, momentum: float = 0.9, schedule: str = "constant",
+                 warmup_fraction: float = 0.1, label_smoothing: float = 0.0, ece_bins: int = 15) -> None:
+        super().__init__()
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        declared = getattr(backbone, "num_classes", None)
+        if isinstance(declared, int) and declared != num_classes:
+            raise ValueError(f"backbone outputs {declared} classes (backbone.num_classes) but "
+                             f"num_classes={num_classes}; build the backbone with num_classes={num_classes}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        for name, value, low, high, high_open in (("lr", lr, 0, float("inf"), True),
+                                                  ("weight_decay", weight_decay, 0, float("inf"), True),
+                                                  ("momentum", momentum, 0, 1, True),
+                                                  ("warmup_fraction", warmup_fraction, 0, 1, True),
+                                                  ("label_smoothing", label_smoothing, 0, 1, True)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high
+            if not ok or (name == "lr" and value == 0):
+                bound = "> 0" if name == "lr" else (">= 0" if high == float("inf") else f"in [{low}, {high})")
+                raise ValueError(f"{name} must be a number {bound}, got {value!r}")
+        if isinstance(ece_bins, bool) or not isinstance(ece_bins, int) or ece_bins < 1:
+            raise ValueError(f"ece_bins must be an integer >= 1, got {ece_bins!r}")
+        self.save_hyperparameters(ignore=["backbone"])
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.train_metrics = _stage_metrics(num_classes, ece_bins)
+        self.val_metrics = _stage_metrics(num_classes, ece_bins)
+        self.test_metrics = _stage_metrics(num_classes, ece_bins)
+        self._checked_stages: set[str] = set()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The training objective: cross-entropy with ``label_smoothing``."""
+        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+
+    def _check_batch(self, stage: str, logits: Tensor, targets: Tensor) -> None:
+        """Validate the first batch of each stage: logits shape and target range."""
+        if stage in self._checked_stages:
+            return
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"backbone output must have shape (batch, num_classes={self.num_classes}), "
+                             f"got {tuple(logits.shape)}; build the backbone with num_classes={self.num_classes}")
+        if targets.dim() != 1 or targets.shape[0] != logits.shape[0]:
+            raise ValueError(f"targets must have shape ({logits.shape[0]},), got {tuple(targets.shape)}")
+        if targets.is_floating_point():
+            raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
+        if targets.numel() and (targets.min() < 0 or targets.max() >= self.num_classes):
+            raise ValueError(f"targets must be class indices in [0, {self.num_classes}), got range "
+                             f"[{targets.min().item()}, {targets.max().item()}]")
+        self._checked_stages.add(stage)
+
+    def update_metrics(self, stage: str, logits: Tensor, targets: Tensor, loss: Tensor) -> None:
+        """Update and log the epoch metrics of ``stage`` from a batch's logits."""
+        metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
+        with torch.no_grad():
+            logits = logits.detach().float()
+            probs = logits.softmax(dim=1)
+            metrics["loss"].update(loss.detach(), weight=len(targets))
+            metrics["acc"].update(logits, targets)
+            metrics["nll"].update(F.cross_entropy(logits, targets, reduction="none"))
+            metrics["ece"].update(probs, targets)
+            metrics["brier"].update(probs, targets)
+        self.log_dict({f"{stage}_{name}": metric for name, metric in metrics.items()},
+                      on_step=False, on_epoch=True, batch_size=len(targets))
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, targets = batch[0], batch[1]
+        logits = self(x)
+        self._check_batch(stage, logits, targets)
+        loss = self.loss(logits, targets)
+        self.update_metrics(stage, logits, targets, loss)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x)
+
+    def _param_groups(self) -> list[dict]:
+        decay, no_decay = [], []
+        for param in self.parameters():
+            if param.requires_grad:
+                (decay if param.dim() > 1 else no_decay).append(param)
+        return [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> LRScheduler | None:
+        schedule = self.hparams.schedule
+        if schedule == "constant":
+            return None
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.hparams.warmup_fraction * total) if schedule.startswith("warmup") else 0
+        after = (CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)) if schedule.endswith("cosine")
+                 else ConstantLR(optimizer, factor=1.0, total_iters=0))
+        if warmup == 0:
+            return after
+        ramp = LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup)
+        return SequentialLR(optimizer, [ramp, after], milestones=[warmup])
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(self._param_groups(), lr=hp.lr)
+        else:
+            optimizer = torch.optim.SGD(self._param_groups(), lr=hp.lr, momentum=hp.momentum)
+        scheduler = self._scheduler(optimizer)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
