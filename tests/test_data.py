@@ -126,19 +126,19 @@ def test_gaussian_noise_has_the_stated_std():
     grey = torch.full((200, 1, 16, 16), 0.5)
     noise = corrupt(grey, "gaussian_noise", 1, seed=0) - grey
     # the sample std of 51,200 normals has relative standard error ~ 1/sqrt(2n) ~ 0.3%
-    assert noise.std().item() == pytest.approx(0.08, rel=0.02)
+    assert noise.std().item() == pytest.approx(0.04, rel=0.02)
 
 
 def test_contrast_follows_its_closed_form():
     out = corrupt(IMAGES, "contrast", 3, seed=0)
     mean = IMAGES.mean(dim=(1, 2, 3), keepdim=True)
-    torch.testing.assert_close(out, (IMAGES - mean) * 0.3 + mean)
+    torch.testing.assert_close(out, (IMAGES - mean) * 0.65 + mean)
 
 
 def test_blur_preserves_total_intensity_of_a_centred_dot():
     dot = torch.zeros(1, 1, 32, 32)
     dot[..., 16, 16] = 1.0
-    blurred = corrupt(dot, "gaussian_blur", 3, seed=0)  # sigma 3.2 px: the kernel fits in the frame
+    blurred = corrupt(dot, "gaussian_blur", 3, seed=0)  # sigma 2 px: the kernel fits in the frame
     assert blurred.sum().item() == pytest.approx(1.0, rel=1e-5) and blurred.max() < 0.2
 
 

@@ -25,8 +25,10 @@ _SEED_BOUND = 2**62  # torch.Generator seeds must stay below 2**64 after adding 
 
 
 def _shared_shuffle_seed() -> int:
-    """A shuffle seed from the global torch RNG, identical on every rank of a process group."""
-    seed = [int(torch.randint(0, _SEED_BOUND, (1,)).item())]
+    """The seed of the global torch RNG (``torch.initial_seed``, set by ``seed_everything``), shared
+    by every rank of a process group. Reading it consumes no random numbers, so the batch order
+    does not depend on what ran before (Lightning's DDP re-seeds each process at start-up)."""
+    seed = [torch.initial_seed() % _SEED_BOUND]
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.broadcast_object_list(seed, src=0)
     return seed[0]
@@ -129,9 +131,9 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     def loader(self, *tensors: Tensor, train: bool = False) -> TensorBatchLoader:
         """A loader with this module's settings over any tensors (e.g. a shifted test set).
 
-        Training loaders shuffle with a seed drawn from the global torch seed (``fit``'s ``seed``),
+        Training loaders shuffle with the global torch seed (``fit``'s ``seed``),
         so runs over several seeds see different batch orders while the split stays fixed by
-        ``self.seed``. Under DDP every rank uses rank zero's draw, so the shards never overlap.
+        ``self.seed``. Under DDP every rank uses rank zero's seed, so the shards never overlap.
         """
         if train:
             return TensorBatchLoader(*tensors, batch_size=self.batch_size, shuffle=True,

@@ -81,7 +81,7 @@ def plot_confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int,
 
 def plot_image_grid(images: Tensor, labels: Sequence | Tensor | None = None, ncols: int = 10,
                     titles: Sequence[str] | None = None, cmap: str = "gray_r") -> plt.Figure:
-    """Show images ``(N, 1, H, W)`` or ``(N, H, W)`` in a grid, titled by label."""
+    """Show images ``(N, 1, H, W)`` or ``(N, H, W)`` in a grid, titled by ``titles`` or ``labels``."""
     images = torch.as_tensor(images).detach().cpu()
     if images.dim() == 4:
         if images.shape[1] != 1:
@@ -89,13 +89,15 @@ def plot_image_grid(images: Tensor, labels: Sequence | Tensor | None = None, nco
         images = images[:, 0]
     if images.dim() != 3:
         raise ValueError(f"images must have shape (N, H, W) or (N, 1, H, W), got {tuple(images.shape)}")
+    # images in [0, 1] are drawn on that fixed scale, so a loss of contrast stays visible
+    scale = {"vmin": 0.0, "vmax": 1.0} if images.numel() and images.min() >= 0 and images.max() <= 1 else {}
     n = len(images)
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.9, nrows * 1.05), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
-            ax.imshow(images[i].numpy(), cmap=cmap)
+            ax.imshow(images[i].numpy(), cmap=cmap, **scale)
             if titles is not None:
                 ax.set_title(titles[i], fontsize=8)
             elif labels is not None:

@@ -1,7 +1,8 @@
 """LightningModules and the course's training entry points (``fit``, ``run_seeds``)."""
 
-from toolkit.training.fit import FitResult, fit, quiet_lightning, read_history, run_seeds, summarize
+from toolkit.training.fit import (FitResult, evaluate, fit, predict_logits, quiet_lightning, read_history,
+                                  run_seeds, silence_lightning, summarize)
 from toolkit.training.module import OPTIMIZERS, SCHEDULES, ClassifierModule
 
-__all__ = ["ClassifierModule", "FitResult", "OPTIMIZERS", "SCHEDULES", "fit", "quiet_lightning",
-           "read_history", "run_seeds", "summarize"]
+__all__ = ["ClassifierModule", "FitResult", "OPTIMIZERS", "SCHEDULES", "evaluate", "fit", "predict_logits",
+           "quiet_lightning", "read_history", "run_seeds", "silence_lightning", "summarize"]

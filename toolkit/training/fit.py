@@ -15,9 +15,11 @@ from typing import Any, Union
 
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import CSVLogger
 
-__all__ = ["FitResult", "fit", "run_seeds", "summarize", "read_history"]
+__all__ = ["FitResult", "evaluate", "fit", "predict_logits", "quiet_lightning", "read_history", "run_seeds",
+           "silence_lightning", "summarize"]
 
 ModuleSpec = Union[pl.LightningModule, Callable[[], pl.LightningModule]]
 DataSpec = Union[pl.LightningDataModule, Callable[[], pl.LightningDataModule]]
@@ -51,21 +53,35 @@ def _interactive() -> bool:
     return sys.stdout.isatty() or "ipykernel" in sys.modules
 
 
+def _ignore_noise_warnings() -> None:
+    for pattern in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Hide Lightning's start-up chatter (devices found, seeds) and known noise warnings."""
+    """Hide Lightning's start-up chatter (devices found, tips) and known noise warnings, inside a block."""
     loggers = [logging.getLogger(name) for name in _LIGHTNING_INFO_LOGGERS]
     levels = [log.level for log in loggers]
     for log in loggers:
         log.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            for pattern in _NOISE_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
+            _ignore_noise_warnings()
             yield
     finally:
         for log, level in zip(loggers, levels):
             log.setLevel(level)
+
+
+def silence_lightning() -> None:
+    """Like :func:`quiet_lightning`, for the rest of the session (notebooks call it once at the top).
+
+    Only information and the known noise warnings are hidden; Lightning's other warnings still show.
+    """
+    for name in _LIGHTNING_INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    _ignore_noise_warnings()
 
 
 def read_history(log_dir: str | Path) -> pd.DataFrame:
@@ -148,6 +164,33 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
                 metrics.update({k: float(v) for k, v in results.items()})
     return FitResult(module=module, trainer=trainer, metrics=metrics, history=read_history(logger.log_dir),
                      run_dir=Path(logger.log_dir), fit_time_s=fit_time_s, seed=seed)
+
+
+def _eval_trainer(accelerator: str) -> pl.Trainer:
+    return pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False)
+
+
+def evaluate(module: pl.LightningModule, loader: Any, accelerator: str = "auto") -> dict[str, float]:
+    """Run ``module``'s test loop over ``loader`` (any loader, e.g. a shifted test set); its metrics.
+
+    With a :class:`~toolkit.training.ClassifierModule` the keys are ``test_acc``, ``test_nll``,
+    ``test_ece``, ``test_brier`` and ``test_loss``.
+    """
+    if not isinstance(module, pl.LightningModule):
+        raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
+    with quiet_lightning():
+        results = _eval_trainer(accelerator).test(module, loader, verbose=False)
+    return {k: float(v) for k, v in results[0].items()}
+
+
+def predict_logits(module: pl.LightningModule, loader: Any, accelerator: str = "auto") -> torch.Tensor:
+    """Concatenated ``predict_step`` outputs (logits for a ClassifierModule) over ``loader``, on CPU."""
+    if not isinstance(module, pl.LightningModule):
+        raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
+    with quiet_lightning():
+        outputs = _eval_trainer(accelerator).predict(module, loader)
+    return torch.cat([o.detach().cpu() for o in outputs])
 
 
 def run_seeds(model: Callable[[], pl.LightningModule], data: DataSpec, seeds: Iterable[int] = (0, 1, 2), *,

@@ -1,0 +1,54 @@
+# The course and its toolkit. Every target sets up .venv first (idempotent, quick when done).
+#   make course   execute every notebook in order into build/course (ipynb + html)
+#   make test     unit tests, then nbval over every notebook
+#   make lab      JupyterLab on notebooks/
+#   make bench    speed and memory figures (benchmarks/)
+#   make render   re-execute the committed notebooks in place after a change
+# GPU: install a CUDA build of torch into .venv first (see README), then any target.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: setup course test unit nbval lab bench render manifests clean
+
+setup: $(STAMP)
+
+# torch first, pinned: an unpinned torch pulled in by the other packages may be a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	@$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+	@echo "environment ready: $(VENV) (torch $$($(PY) -c 'import torch; print(torch.__version__)'))"
+
+course: setup
+	@$(PY) scripts/run_notebooks.py --out build/course $(NOTEBOOKS)
+
+render: setup
+	@$(PY) scripts/run_notebooks.py --inplace $(NOTEBOOKS)
+
+test: setup
+	@$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+unit: setup
+	@$(PY) -m pytest tests -p no:cacheprovider
+
+nbval: setup
+	@$(PY) -m pytest notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+lab: setup
+	@$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+manifests: setup
+	@$(PY) scripts/write_manifests.py
+
+clean:
+	rm -rf build runs notebooks/runs .pytest_cache

@@ -1,0 +1,99 @@
+"""fit and run_seeds: reproducible, resumable, and usable with any LightningModule."""
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+from torch import nn
+
+from toolkit.data import DigitsDataModule, MoonsDataModule
+from toolkit.models import MLP
+from toolkit.training import ClassifierModule, fit, run_seeds, summarize
+
+
+def _digits_mlp(dropout=0.0):
+    return ClassifierModule(MLP(64, 10, hidden_sizes=(64,), dropout=dropout), num_classes=10, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return DigitsDataModule(flatten=True)
+
+
+def test_fit_learns_the_digits(digits):
+    result = fit(_digits_mlp, digits, max_epochs=5)
+    assert result.metrics["test_acc"] > 0.9
+    assert list(result.history["epoch"]) == list(range(5))
+    assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
+    assert (result.run_dir / "metrics.csv").exists()
+
+
+def test_same_seed_gives_identical_numbers_and_other_seeds_differ(digits):
+    a, b, c = (fit(lambda: _digits_mlp(dropout=0.2), digits, max_epochs=2, seed=s) for s in (1, 1, 2))
+    assert a.metrics == b.metrics
+    for (name, pa), pb in zip(a.module.state_dict().items(), b.module.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert a.metrics["test_nll"] != c.metrics["test_nll"]
+
+
+def test_resumed_run_matches_an_uninterrupted_one(digits):
+    """Stop after 2 epochs, resume from the last checkpoint to 4: the same weights as 4 straight."""
+    straight = fit(_digits_mlp, digits, max_epochs=4, seed=3, test=False)
+    first = fit(_digits_mlp, digits, max_epochs=2, seed=3, test=False, name="resume")
+    checkpoint = next((first.run_dir / "checkpoints").glob("*.ckpt"))
+    resumed = fit(_digits_mlp, digits, max_epochs=4, seed=3, test=False, name="resume", ckpt_path=str(checkpoint))
+    for name, value in straight.module.state_dict().items():
+        torch.testing.assert_close(resumed.module.state_dict()[name], value, msg=name)
+
+
+def test_fit_accepts_any_lightning_module_and_lightning_callbacks():
+    class Minimal(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(2, 2)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", nn.functional.cross_entropy(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    stopper = EarlyStopping("val_loss", patience=0, min_delta=10.0)  # stops after the first check
+    result = fit(Minimal, MoonsDataModule(n_samples=200), max_epochs=5, callbacks=[stopper], test=False)
+    assert result.trainer.current_epoch < 5 and "val_loss" in result.metrics
+
+
+def test_run_seeds_gives_one_row_per_seed_and_summarize_agrees(digits):
+    frame = run_seeds(_digits_mlp, digits, seeds=(0, 1, 2), max_epochs=1, config={"model": "mlp"})
+    assert list(frame["seed"]) == [0, 1, 2] and set(frame["model"]) == {"mlp"}
+    assert frame["test_acc"].nunique() > 1, "seeds must change the outcome"
+    table = summarize(frame, ["test_acc", "test_ece"])
+    assert table.loc["test_acc", "mean"] == pytest.approx(frame["test_acc"].mean())
+    assert table.loc["test_acc", "std"] == pytest.approx(frame["test_acc"].std())
+    grouped = summarize(pd.concat([frame, frame.assign(model="copy")]), ["test_acc"], by="model")
+    assert grouped.shape == (2, 3)
+
+
+def test_run_seeds_can_return_the_fitted_modules(digits):
+    frame, results = run_seeds(_digits_mlp, digits, seeds=(0, 1), max_epochs=1, return_results=True)
+    assert [r.seed for r in results] == [0, 1]
+    assert results[0].metrics["test_acc"] == frame.loc[0, "test_acc"]
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda d: fit(_digits_mlp, d, max_epochs=0), ValueError, "max_epochs"),
+    (lambda d: fit(_digits_mlp, d, seed=-1), ValueError, "seed"),
+    (lambda d: fit(_digits_mlp, d, callbacks=[object()]), TypeError, r"callbacks\[0\]"),
+    (lambda d: fit(lambda: nn.Linear(2, 2), d), TypeError, "model must be a LightningModule"),
+    (lambda d: fit(_digits_mlp, "digits"), TypeError, "data must be a LightningDataModule"),
+    (lambda d: run_seeds(_digits_mlp(), d), TypeError, "factory"),
+    (lambda d: run_seeds(_digits_mlp, d, seeds=(1, 1)), ValueError, "seeds"),
+    (lambda d: summarize(pd.DataFrame({"a": [1]}), ["b"]), ValueError, "columns"),
+])
+def test_bad_arguments_raise_clear_errors(digits, call, error, match):
+    with pytest.raises(error, match=match):
+        call(digits)
