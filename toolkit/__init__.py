@@ -8,15 +8,14 @@ needs only the models never imports Lightning.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "calibration", "data", "models", "plots", "training"]
-
-_SUBPACKAGES = {"calibration", "data", "models", "plots", "training"}
+__all__ = ["__version__"]
 
 
 def __getattr__(name: str) -> ModuleType:
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"toolkit.{name}")
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
