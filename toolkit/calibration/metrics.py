@@ -72,6 +72,10 @@ def brier_score(probs: Tensor, targets: Tensor) -> Tensor:
 class BrierScore(Metric):
     """Stateful multiclass Brier score (see :func:`brier_score`); sums sync across processes.
 
+    Args:
+        validate_args: check every batch (shapes, range, rows summing to 1); turn off only for
+            inputs already validated, e.g. softmax outputs inside a training loop.
+
     Example:
         >>> metric = BrierScore()
         >>> metric.update(torch.tensor([[0.8, 0.2]]), torch.tensor([0]))
@@ -86,13 +90,15 @@ class BrierScore(Metric):
     sum_squares: Tensor
     total: Tensor
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, validate_args: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.validate_args = validate_args
         self.add_state("sum_squares", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, probs: Tensor, targets: Tensor) -> None:
-        _probs_targets_validation(probs, targets)
+        if self.validate_args:
+            _probs_targets_validation(probs, targets)
         sum_squares, total = _brier_update(probs, targets)
         self.sum_squares += sum_squares.to(self.sum_squares.dtype)
         self.total += total

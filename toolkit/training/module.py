@@ -21,12 +21,13 @@ WARMUP_START_FACTOR = 0.01  # warmup ramps the learning rate linearly from 1% of
 
 
 def _stage_metrics(num_classes: int, ece_bins: int) -> nn.ModuleDict:
+    # inputs are softmax outputs of checked logits (see _check_batch): skip per-batch re-validation
     return nn.ModuleDict({
         "loss": MeanMetric(),
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
         "nll": MeanMetric(),
-        "ece": MulticlassCalibrationError(num_classes, n_bins=ece_bins, norm="l1"),
-        "brier": BrierScore(),
+        "ece": MulticlassCalibrationError(num_classes, n_bins=ece_bins, norm="l1", validate_args=False),
+        "brier": BrierScore(validate_args=False),
     })
 
 
@@ -116,7 +117,7 @@ class ClassifierModule(pl.LightningModule):
         self._checked_stages.add(stage)
 
     def update_metrics(self, stage: str, logits: Tensor, targets: Tensor, loss: Tensor) -> None:
-        """Update and log the epoch metrics of ``stage`` from a batch's logits."""
+        """Accumulate the epoch metrics of ``stage`` from a batch's logits (logged at epoch end)."""
         metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
         with torch.no_grad():
             logits = logits.detach().float()
@@ -126,8 +127,29 @@ class ClassifierModule(pl.LightningModule):
             metrics["nll"].update(F.cross_entropy(logits, targets, reduction="none"))
             metrics["ece"].update(probs, targets)
             metrics["brier"].update(probs, targets)
-        self.log_dict({f"{stage}_{name}": metric for name, metric in metrics.items()},
-                      on_step=False, on_epoch=True, batch_size=len(targets))
+
+    def log_epoch_metrics(self, stage: str) -> None:
+        """Compute (synced across processes by torchmetrics), log and reset the metrics of ``stage``.
+
+        Logging once per epoch instead of handing Lightning the metric objects every step keeps the
+        per-step cost of the five metrics below a millisecond.
+        """
+        metrics: nn.ModuleDict = getattr(self, f"{stage}_metrics")
+        if not metrics["loss"].update_called:
+            return
+        self.log_dict({f"{stage}_{name}": metric.compute() for name, metric in metrics.items()},
+                      on_step=False, on_epoch=True)
+        for metric in metrics.values():
+            metric.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_metrics("test")
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, targets = batch[0], batch[1]
