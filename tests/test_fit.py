@@ -97,3 +97,15 @@ def test_run_seeds_can_return_the_fitted_modules(digits):
 def test_bad_arguments_raise_clear_errors(digits, call, error, match):
     with pytest.raises(error, match=match):
         call(digits)
+
+
+def test_checkpoint_reloads_with_weights_only_and_predicts_the_same(digits):
+    """Checkpoints hold tensors and plain hyperparameters only, so the safe loader reads them."""
+    result = fit(_digits_mlp, digits, max_epochs=1, test=False)
+    path = next((result.run_dir / "checkpoints").glob("*.ckpt"))
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["lr"] == 3e-3
+    restored = ClassifierModule.load_from_checkpoint(path, backbone=MLP(64, 10, hidden_sizes=(64,)), weights_only=True)
+    x, _ = digits.tensors("test")
+    result.module.eval(), restored.eval()
+    torch.testing.assert_close(restored(x), result.module(x))
