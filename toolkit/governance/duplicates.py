@@ -1,0 +1,131 @@
+"""Exact and near-duplicate samples, and leakage of samples between splits.
+
+A test sample that also sits (exactly, or up to a little noise) in the training split inflates test
+accuracy: the model is graded on what it memorized. Exact duplicates are found by comparing rows
+byte for byte; near duplicates by a radius search (``sklearn.neighbors.NearestNeighbors``) in the
+raw feature space, with ``threshold`` in the units of the features.
+
+Example:
+    >>> x = np.array([[0.0, 1.0], [5.0, 5.0], [0.0, 1.0]])
+    >>> find_duplicates(x).to_dict("records")
+    [{'i': 0, 'j': 2, 'distance': 0.0}]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["find_duplicates", "find_leakage", "split_leakage"]
+
+_PAIR_COLUMNS = ("i", "j", "distance")
+_LEAK_COLUMNS = ("train_index", "test_index", "distance")
+
+
+def _as_matrix(name: str, x: Any) -> np.ndarray:
+    """Samples ``(N, ...)`` (NumPy or torch) as a float64 matrix ``(N, d)``."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(x).__name__}")
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have shape (N, features...), got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
+    x = x.reshape(len(x), -1).astype(np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _check_threshold(threshold: Any) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
+        raise ValueError(f"threshold must be a distance >= 0 (0 = exact duplicates only), got {threshold!r}")
+    return float(threshold)
+
+
+def _exact_pairs(a: np.ndarray, b: np.ndarray | None) -> list[tuple[int, int, float]]:
+    """Pairs of byte-identical rows, within ``a`` (``b`` is None) or between ``a`` and ``b``."""
+    index: dict[bytes, list[int]] = {}
+    for i, row in enumerate(a):
+        index.setdefault(row.tobytes(), []).append(i)
+    if b is None:
+        return [(g[p], g[q], 0.0) for g in index.values() for p in range(len(g)) for q in range(p + 1, len(g))]
+    return [(i, j, 0.0) for j, row in enumerate(b) for i in index.get(row.tobytes(), [])]
+
+
+def _radius_pairs(a: np.ndarray, b: np.ndarray, radius: float) -> list[tuple[int, int, float]]:
+    from sklearn.neighbors import NearestNeighbors
+
+    search = NearestNeighbors(radius=radius).fit(a)
+    distances, neighbours = search.radius_neighbors(b, sort_results=True)
+    return [(int(i), j, float(d)) for j, (ds, ns) in enumerate(zip(distances, neighbours)) for i, d in zip(ns, ds)]
+
+
+def find_duplicates(x: Any, threshold: float = 0.0) -> pd.DataFrame:
+    """Pairs of samples of ``x`` that are identical (``threshold=0``) or within ``threshold`` of each other.
+
+    Args:
+        x: samples ``(N, ...)``, NumPy or torch; flattened to ``(N, d)``.
+        threshold: Euclidean distance ``>= 0`` in the units of ``x``; 0 finds exact duplicates only
+            (compared byte for byte, so ``-0.0`` and ``0.0`` count as different).
+
+    Returns:
+        A DataFrame with one row per pair, columns ``i < j`` and ``distance``, sorted by ``i, j``.
+    """
+    x = _as_matrix("x", x)
+    threshold = _check_threshold(threshold)
+    if threshold == 0:
+        pairs = _exact_pairs(x, None)
+    else:
+        pairs = [(j, i, d) for i, j, d in _radius_pairs(x, x, threshold) if j < i]
+    frame = pd.DataFrame(pairs, columns=list(_PAIR_COLUMNS))
+    return frame.sort_values(["i", "j"], ignore_index=True).astype({"i": int, "j": int})
+
+
+def find_leakage(x_train: Any, x_test: Any, threshold: float = 0.0) -> pd.DataFrame:
+    """Test samples that also appear in the training samples, exactly or within ``threshold``.
+
+    Args:
+        x_train, x_test: samples ``(N, ...)`` and ``(M, ...)`` with the same number of features.
+        threshold: Euclidean distance ``>= 0``; 0 finds exact copies only.
+
+    Returns:
+        A DataFrame with one row per (train, test) pair: ``train_index``, ``test_index``, ``distance``.
+    """
+    a, b = _as_matrix("x_train", x_train), _as_matrix("x_test", x_test)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"x_train and x_test must have the same number of features, got {a.shape[1]} and {b.shape[1]}")
+    threshold = _check_threshold(threshold)
+    pairs = _exact_pairs(a, b) if threshold == 0 else _radius_pairs(a, b, threshold)
+    frame = pd.DataFrame(pairs, columns=list(_LEAK_COLUMNS))
+    return frame.sort_values(["test_index", "train_index"], ignore_index=True).astype(
+        {"train_index": int, "test_index": int})
+
+
+def split_leakage(datamodule: Any, threshold: float = 0.0) -> pd.DataFrame:
+    """Leakage between the splits of an :class:`~toolkit.data.ArrayDataModule`, on its raw arrays.
+
+    Compares train with val and test, and val with test. Indices are positions in
+    ``datamodule.load_arrays()``, so a row names the very samples to remove.
+
+    Returns:
+        A DataFrame with columns ``pair`` (e.g. "train-test"), ``index_a``, ``index_b``, ``distance``.
+    """
+    if not hasattr(datamodule, "load_arrays") or not hasattr(datamodule, "split_indices"):
+        raise TypeError(f"datamodule must be an ArrayDataModule (load_arrays, split_indices), "
+                        f"got {type(datamodule).__name__}")
+    x, _ = datamodule.load_arrays()
+    splits = datamodule.split_indices
+    frames = []
+    for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+        a, b = splits[first], splits[second]
+        if len(a) == 0 or len(b) == 0:
+            continue
+        leaks = find_leakage(x[a], x[b], threshold)
+        frames.append(pd.DataFrame({"pair": f"{first}-{second}", "index_a": a[leaks["train_index"].to_numpy()],
+                                    "index_b": b[leaks["test_index"].to_numpy()], "distance": leaks["distance"]}))
+    columns = ["pair", "index_a", "index_b", "distance"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)

@@ -1,0 +1,138 @@
+"""Label noise: inject it at a known rate, find it by confident learning, score what was found.
+
+Confident learning (Northcutt, Jiang & Chuang, 2021, "Confident Learning: Estimating Uncertainty in
+Dataset Labels", JAIR 70, arXiv:1911.00068) flags a sample whose given label disagrees confidently with
+out-of-fold predicted probabilities, with per-class thresholds. We call ``cleanlab``'s implementation
+on probabilities from ``sklearn.model_selection.cross_val_predict``: every sample is scored by a
+model that never saw it, which is what makes a memorized wrong label visible.
+
+Example:
+    >>> noisy, flipped = inject_label_noise(np.arange(10) % 2, rate=0.2, seed=0)
+    >>> int(flipped.sum()), bool((noisy != np.arange(10) % 2).sum() == 2)
+    (2, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["detection_scores", "find_label_issues", "inject_label_noise", "out_of_fold_probs"]
+
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
+
+
+def _labels(name: str, labels: Any) -> np.ndarray:
+    if hasattr(labels, "detach"):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"{name} must be a 1-D array of integer class labels, got dtype {labels.dtype} "
+                        f"and shape {labels.shape}")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"{name} must be class indices >= 0, got minimum {labels.min()}")
+    return labels
+
+
+def inject_label_noise(labels: Any, rate: float, num_classes: int | None = None,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Flip exactly ``round(rate * N)`` labels, chosen uniformly, each to a uniformly chosen other class.
+
+    Args:
+        labels: ``(N,)`` integer class labels.
+        rate: share of labels to flip, in ``[0, 1]``.
+        num_classes: number of classes (default ``labels.max() + 1``), ``>= 2``.
+        seed: seeds which labels flip and to what.
+
+    Returns:
+        ``(noisy_labels, flipped)``: the new labels and a boolean mask of the flipped samples.
+    """
+    labels = _labels("labels", labels)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+        raise ValueError(f"rate must be a share in [0, 1], got {rate!r}")
+    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2 \
+            or (len(labels) and labels.max() >= num_classes):
+        raise ValueError(f"num_classes must be an integer >= 2 above every label, got {num_classes!r}")
+    rng = np.random.default_rng(seed)
+    flipped = np.zeros(len(labels), dtype=bool)
+    flipped[rng.choice(len(labels), size=round(rate * len(labels)), replace=False)] = True
+    noisy = labels.copy()
+    # an offset in 1..C-1 always lands on another class, uniformly
+    offsets = rng.integers(1, num_classes, size=int(flipped.sum()))
+    noisy[flipped] = (labels[flipped] + offsets) % num_classes
+    return noisy, flipped
+
+
+def out_of_fold_probs(x: Any, labels: Any, n_splits: int = 5, seed: int = 0, estimator: Any = None) -> np.ndarray:
+    """Predicted probabilities of every sample from a model trained on the other folds.
+
+    Args:
+        x: samples ``(N, ...)``, flattened to features.
+        labels: ``(N,)`` integer labels (possibly noisy).
+        n_splits: stratified folds, ``>= 2``.
+        seed: seeds the fold assignment.
+        estimator: any scikit-learn classifier with ``predict_proba`` (default: standardization and
+            multinomial logistic regression).
+
+    Returns:
+        ``(N, C)`` probabilities, columns in class order ``0..C-1``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = _labels("labels", labels)
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    if len(x) != len(labels):
+        raise ValueError(f"x and labels must have the same length, got {len(x)} and {len(labels)}")
+    if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
+        raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+    if estimator is None:
+        estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
+    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    return cross_val_predict(estimator, x, labels, cv=folds, method="predict_proba")
+
+
+def find_label_issues(labels: Any, probs: Any, filter_by: str = "prune_by_noise_rate") -> np.ndarray:
+    """Boolean mask of samples whose label is likely wrong, by confident learning (``cleanlab``).
+
+    Args:
+        labels: ``(N,)`` given integer labels.
+        probs: ``(N, C)`` out-of-fold predicted probabilities (see :func:`out_of_fold_probs`).
+        filter_by: cleanlab's rule, one of ``FILTERS``.
+    """
+    from cleanlab.filter import find_label_issues as _cleanlab_find
+
+    labels = _labels("labels", labels)
+    probs = np.asarray(probs.detach().cpu().numpy() if hasattr(probs, "detach") else probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"probs must have shape ({len(labels)}, C) to match labels, got {probs.shape}")
+    if filter_by not in FILTERS:
+        raise ValueError(f"filter_by must be one of {FILTERS}, got {filter_by!r}")
+    if len(labels) and labels.max() >= probs.shape[1]:
+        raise ValueError(f"labels must be below the number of probability columns {probs.shape[1]}, "
+                         f"got maximum {labels.max()}")
+    return np.asarray(_cleanlab_find(labels, probs, filter_by=filter_by), dtype=bool)
+
+
+def detection_scores(found: Any, truth: Any) -> dict[str, float]:
+    """Precision, recall and F1 of a boolean mask ``found`` against the true mask ``truth``.
+
+    Precision is ``nan`` when nothing was found, recall ``nan`` when there was nothing to find.
+    """
+    found, truth = np.asarray(found), np.asarray(truth)
+    if found.dtype != bool or truth.dtype != bool:
+        raise TypeError(f"found and truth must be boolean masks, got dtypes {found.dtype} and {truth.dtype}")
+    if found.shape != truth.shape:
+        raise ValueError(f"found and truth must have the same shape, got {found.shape} and {truth.shape}")
+    hits = int((found & truth).sum())
+    precision = hits / found.sum() if found.sum() else float("nan")
+    recall = hits / truth.sum() if truth.sum() else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+            "found": int(found.sum()), "true": int(truth.sum())}
