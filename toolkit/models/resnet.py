@@ -1,5 +1,5 @@
 """A small pre-activation ResNet (He et al., 2016, "Identity Mappings in Deep Residual Networks",
-arXiv:1603.05027) with configurable depth, width, normalization and dropout."""
+arXiv:1603.05027) with configurable depth, width, normalization, dropout and stochastic depth."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ from torch import Tensor, nn
 
 from toolkit.models._layers import (DropoutSpec, check_dropout, check_norm, check_positive_int,
                                     check_positive_ints, make_dropout, make_norm)
+from toolkit.regularization.drop import DropPath, drop_path_rates
 
 __all__ = ["PreActBlock", "ResNet"]
 
 
 class PreActBlock(nn.Module):
-    """``x + conv(relu(norm(conv(relu(norm(x))))))``, with a 1x1 projection when the shape changes."""
+    """``x + drop_path(conv(relu(norm(conv(relu(norm(x)))))))``, with a 1x1 projection when the shape
+    changes; ``drop_path_rate`` > 0 skips the residual branch for that share of the samples in training."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str,
+                 drop_path_rate: float = 0.0) -> None:
         super().__init__()
         self.norm1 = make_norm(norm, in_channels, spatial=True)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -26,12 +29,13 @@ class PreActBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+        self.drop_path: nn.Module = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def residual(self, x: Tensor) -> Tensor:
         return self.conv2(self.relu(self.norm2(self.conv1(self.relu(self.norm1(x))))))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.shortcut(x) + self.residual(x)
+        return self.shortcut(x) + self.drop_path(self.residual(x))
 
 
 class ResNet(nn.Module):
@@ -45,6 +49,9 @@ class ResNet(nn.Module):
         width: channels of the first stage.
         norm: "batch", "layer", "group" or "none".
         dropout: probability for ``nn.Dropout`` before the classifier, in ``[0, 1)``, or a factory.
+        drop_path_rate: stochastic depth (Huang et al., 2016, arXiv:1603.09382) of the last block, in
+            ``[0, 1)``; block ``l`` of ``L`` drops its residual branch with ``l / L * drop_path_rate``
+            (the linear decay rule, :func:`toolkit.regularization.drop_path_rates`). 0 turns it off.
 
     Example:
         >>> ResNet(num_classes=10, blocks_per_stage=(1, 1))(torch.randn(2, 1, 16, 16)).shape
@@ -52,7 +59,8 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, blocks_per_stage: Sequence[int] = (2, 2),
-                 width: int = 16, norm: str = "batch", dropout: DropoutSpec = 0.0) -> None:
+                 width: int = 16, norm: str = "batch", dropout: DropoutSpec = 0.0,
+                 drop_path_rate: float = 0.0) -> None:
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("num_classes", num_classes)
@@ -61,8 +69,10 @@ class ResNet(nn.Module):
         check_positive_ints("blocks_per_stage", blocks_per_stage)
         check_norm(norm)
         check_dropout(dropout)
+        rates = drop_path_rates(sum(blocks_per_stage), drop_path_rate)
         self.in_channels, self.num_classes, self.norm = in_channels, num_classes, norm
         self.blocks_per_stage = blocks_per_stage
+        self.drop_path_rate = float(drop_path_rate)
         self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         blocks: list[nn.Module] = []
         channels = width
@@ -70,7 +80,7 @@ class ResNet(nn.Module):
             out = width * 2**stage
             for block in range(n_blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
-                blocks.append(PreActBlock(channels, out, stride, norm))
+                blocks.append(PreActBlock(channels, out, stride, norm, drop_path_rate=rates[len(blocks)]))
                 channels = out
         self.blocks = nn.Sequential(*blocks)
         self.head = nn.Sequential(make_norm(norm, channels, spatial=True), nn.ReLU(),
@@ -86,4 +96,5 @@ class ResNet(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_channels={self.in_channels}, num_classes={self.num_classes}, "
-                f"blocks_per_stage={self.blocks_per_stage}, norm={self.norm!r}")
+                f"blocks_per_stage={self.blocks_per_stage}, norm={self.norm!r}"
+                + (f", drop_path_rate={self.drop_path_rate}" if self.drop_path_rate else ""))

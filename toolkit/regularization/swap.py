@@ -1,0 +1,62 @@
+"""Swap layers of any model in place: every ``nn.Dropout`` for another regularizer, or any layer type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+__all__ = ["replace_modules", "swap_dropout"]
+
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def replace_modules(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Module], ...],
+                    build: Callable[[nn.Module], nn.Module]) -> int:
+    """Replace every submodule of ``model`` that is an instance of ``kind`` by ``build(old)``, in place.
+
+    New modules are not visited again, so ``build`` may return a subclass of ``kind``.
+
+    Returns:
+        the number of modules replaced.
+
+    Example:
+        >>> from toolkit.regularization import VariationalLinear
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> replace_modules(model, nn.Linear, VariationalLinear.from_linear)
+        2
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not kinds or not all(isinstance(k, type) and issubclass(k, nn.Module) for k in kinds):
+        raise TypeError(f"kind must be an nn.Module subclass or a tuple of them, got {kind!r}")
+    if not callable(build):
+        raise TypeError(f"build must be a callable taking the old module, got {type(build).__name__}")
+    count = 0
+    for name, child in list(model.named_children()):
+        if isinstance(child, kinds):
+            new = build(child)
+            if not isinstance(new, nn.Module):
+                raise TypeError(f"build must return an nn.Module, got {type(new).__name__} for {name!r}")
+            new.train(child.training)
+            setattr(model, name, new)
+            count += 1
+        else:
+            count += replace_modules(child, kinds, build)
+    return count
+
+
+def swap_dropout(model: nn.Module, factory: Callable[[], nn.Module]) -> int:
+    """Replace every dropout layer (``nn.Dropout`` and its 1d/2d/3d/alpha variants) of ``model`` by
+    ``factory()``, in place; the number of layers replaced.
+
+    Example:
+        >>> from toolkit.regularization import GaussianDropout
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+        >>> swap_dropout(model, lambda: GaussianDropout(0.5)), type(model[1]).__name__
+        (1, 'GaussianDropout')
+    """
+    if not callable(factory):
+        raise TypeError(f"factory must be a zero-argument callable returning an nn.Module, got {type(factory).__name__}")
+    return replace_modules(model, _DROPOUTS, lambda _old: factory())
