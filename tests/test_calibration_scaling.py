@@ -1,0 +1,198 @@
+"""Post-hoc calibrators and the TemperatureScalingCallback, against closed forms, scipy and sklearn."""
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
+from sklearn.isotonic import IsotonicRegression
+from torch import nn
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from toolkit.calibration import (CALIBRATORS, HistogramBinning, IsotonicCalibration, MatrixScaling,
+                                 TemperatureScaling, TemperatureScalingCallback, VectorScaling)
+from toolkit.data import TensorBatchLoader
+
+
+def _logits_from(true_logits_scale, n, c, seed, temperature):
+    """Labels drawn from softmax(z); the model reports z * temperature (too sharp when temperature > 1)."""
+    g = torch.Generator().manual_seed(seed)
+    z = true_logits_scale * torch.randn(n, c, generator=g, dtype=torch.float64)
+    targets = torch.multinomial(z.softmax(1), 1, generator=g).squeeze(1)
+    return z * temperature, targets
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0, 4.0])
+def test_temperature_scaling_recovers_known_temperature(temperature):
+    logits, targets = _logits_from(2.0, 20_000, 10, seed=int(temperature * 10), temperature=temperature)
+    fitted = TemperatureScaling().fit(logits, targets).temperature
+    # the MLE of T from 20k samples has a relative standard error well below 2%
+    assert fitted == pytest.approx(temperature, rel=0.05)
+
+
+def test_temperature_scaling_finds_scipys_nll_minimum():
+    logits, targets = _logits_from(3.0, 2_000, 5, seed=1, temperature=2.5)
+    nll = lambda log_t: F.cross_entropy(logits / np.exp(log_t), targets).item()  # noqa: E731
+    oracle = np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded", options={"xatol": 1e-8}).x)
+    assert TemperatureScaling().fit(logits.float(), targets).temperature == pytest.approx(oracle, rel=1e-4)
+
+
+def test_temperature_scaling_keeps_argmax_and_cuts_ece_of_overconfident_logits():
+    logits, targets = _logits_from(2.0, 4_000, 10, seed=2, temperature=3.0)
+    scaler = TemperatureScaling().fit(logits[:2000], targets[:2000])
+    test, test_targets = logits[2000:].float(), targets[2000:]
+    calibrated = scaler(test)
+    assert torch.equal(calibrated.argmax(1), test.argmax(1))
+    torch.testing.assert_close(calibrated, test / scaler.temperature)
+    ece = lambda z: multiclass_calibration_error(z.softmax(1), test_targets, 10).item()  # noqa: E731
+    assert ece(calibrated) < 0.5 * ece(test)
+    assert "temperature=" in repr(scaler) and isinstance(scaler.temperature, float)
+
+
+def test_richer_scalings_fit_the_calibration_set_at_least_as_well():
+    logits, targets = _logits_from(2.0, 3_000, 4, seed=3, temperature=2.0)
+    logits = logits + torch.tensor([0.8, 0.0, -0.5, 0.2], dtype=torch.float64)  # a class bias TS cannot undo
+    nll = {"identity": F.cross_entropy(logits, targets).item()}
+    for name, calibrator in (("temperature", TemperatureScaling()), ("vector", VectorScaling(4)),
+                             ("matrix", MatrixScaling(4))):
+        nll[name] = F.cross_entropy(calibrator.fit(logits, targets)(logits), targets).item()
+    assert nll["matrix"] <= nll["vector"] + 1e-6 <= nll["temperature"] + 2e-6 <= nll["identity"] + 3e-6
+    assert nll["vector"] < nll["temperature"] - 1e-3  # the bias was real
+
+
+def test_matrix_scaling_penalty_pulls_towards_the_identity():
+    logits, targets = _logits_from(2.0, 200, 4, seed=4, temperature=1.0)
+    free = MatrixScaling(4).fit(logits, targets)
+    tied = MatrixScaling(4, off_diagonal_l2=100.0).fit(logits, targets)
+    off = ~torch.eye(4, dtype=torch.bool)
+    assert tied.weight[off].abs().max() < 0.1 * free.weight[off].abs().max()
+
+
+def test_histogram_binning_stores_bin_frequencies_of_a_plain_loop():
+    logits, targets = _logits_from(2.0, 500, 3, seed=5, temperature=2.0)
+    n_bins = 5
+    binning = HistogramBinning(n_bins).fit(logits, targets)
+    probs = logits.softmax(1).numpy()
+    for c in range(3):
+        for b in range(n_bins):
+            inside = (probs[:, c] >= b / n_bins) & ((probs[:, c] < (b + 1) / n_bins) | (b == n_bins - 1))
+            expected = (targets.numpy()[inside] == c).mean() if inside.any() else (b + 0.5) / n_bins
+            assert binning.bin_values[c, b].item() == pytest.approx(expected), (c, b)
+    calibrated = binning.predict_proba(logits)
+    torch.testing.assert_close(calibrated.sum(1), torch.ones(500, dtype=torch.float64))
+
+
+def test_isotonic_calibration_equals_sklearn_per_class_renormalized():
+    logits, targets = _logits_from(2.0, 400, 3, seed=6, temperature=2.0)
+    iso = IsotonicCalibration().fit(logits[:300], targets[:300])
+    train_probs, test_probs = logits[:300].softmax(1).numpy(), logits[300:].softmax(1).numpy()
+    expected = np.stack([IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip")
+                         .fit(train_probs[:, c], targets[:300].numpy() == c).predict(test_probs[:, c])
+                         for c in range(3)], 1)
+    expected = expected / expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(iso.predict_proba(logits[300:]).numpy(), expected, atol=1e-9)
+    restored = IsotonicCalibration()
+    restored.load_state_dict(iso.state_dict())
+    torch.testing.assert_close(restored(logits[300:]), iso(logits[300:]))
+
+
+@pytest.mark.parametrize("name", sorted(CALIBRATORS))
+@pytest.mark.parametrize("logits, targets, error, match", [
+    (torch.tensor([[0.7, 0.3], [0.1, 0.9]]), torch.tensor([0, 1]), ValueError, "look like probabilities"),
+    (torch.tensor([[float("nan"), 1.0]]), torch.tensor([0]), ValueError, "NaN"),
+    (torch.tensor([[2.0, 1.0]]), torch.tensor([0, 1]), ValueError, "targets must have shape"),
+    (torch.empty(0, 2), torch.empty(0, dtype=torch.long), ValueError, "empty"),
+    (torch.tensor([[2.0, 1.0]]), torch.tensor([2]), ValueError, "class indices"),
+    (torch.tensor([2.0, 1.0]), torch.tensor([0, 1]), ValueError, r"shape \(N, C\)"),
+])
+def test_calibrators_reject_bad_inputs_naming_the_argument(name, logits, targets, error, match):
+    calibrator = CALIBRATORS[name](2) if name in ("vector", "matrix") else CALIBRATORS[name]()
+    with pytest.raises(error, match=match):
+        calibrator.fit(logits, targets)
+
+
+def test_binning_calibrators_must_be_fitted_and_class_counts_must_match():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        HistogramBinning()(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="num_classes=3"):
+        VectorScaling(3).fit(torch.randn(5, 4), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="temperature"):
+        TemperatureScaling(temperature=0.0)
+
+
+# ---- the callback, with a minimal LightningModule ------------------------------------------------
+class _Tiny(pl.LightningModule):
+    """Any LightningModule whose forward returns logits: a linear model on separable-ish blobs."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(2, 3)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=2.0)
+
+
+def _blobs(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, 3, (n,), generator=g)
+    centres = torch.tensor([[0.0, 0.0], [1.5, 0.0], [0.0, 1.5]])
+    return centres[targets] + torch.randn(n, 2, generator=g), targets
+
+
+def _trainer(callback, max_epochs=4):
+    return pl.Trainer(max_epochs=max_epochs, callbacks=[callback], logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+
+
+def test_callback_fits_temperature_on_validation_logits_and_module_returns_scaled_logits():
+    pl.seed_everything(0, verbose=False)
+    x_train, y_train = _blobs(400, 0)
+    x_val, y_val = _blobs(300, 1)
+    module, callback = _Tiny(), TemperatureScalingCallback()
+    _trainer(callback).fit(module, TensorBatchLoader(x_train, y_train, batch_size=100, shuffle=True),
+                           TensorBatchLoader(x_val, y_val, batch_size=64))
+    raw = module.net(x_val).detach()
+    oracle = TemperatureScaling().fit(raw, y_val).temperature
+    assert callback.fitted and callback.num_validation_samples == 300
+    assert callback.temperature == pytest.approx(oracle, rel=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x_val), raw / callback.temperature)
+    # a second fit trains on raw logits: the hook is removed at fit start and re-attached at the end
+    trainer = _trainer(callback, max_epochs=1)
+    trainer.fit(module, TensorBatchLoader(x_train, y_train, batch_size=32),
+                TensorBatchLoader(x_val, y_val, batch_size=64))
+    assert len(module._forward_hooks) == 1
+
+
+def test_callback_state_round_trips():
+    callback = TemperatureScalingCallback()
+    callback.calibrator = TemperatureScaling(temperature=1.7)
+    callback.fitted, callback.num_validation_samples = True, 10
+    restored = TemperatureScalingCallback()
+    restored.load_state_dict(callback.state_dict())
+    assert restored.temperature == pytest.approx(1.7) and restored.fitted and restored.num_validation_samples == 10
+
+
+def test_callback_with_an_empty_validation_set_raises():
+    x_train, y_train = _blobs(64, 0)
+    empty = TensorBatchLoader(torch.empty(0, 2), torch.empty(0, dtype=torch.long), batch_size=8)
+    with pytest.raises(ValueError, match="validation set is empty"):
+        _trainer(TemperatureScalingCallback(), max_epochs=1).fit(
+            _Tiny(), TensorBatchLoader(x_train, y_train, batch_size=32), empty)
+
+
+def test_callback_without_a_validation_loader_raises():
+    x_train, y_train = _blobs(64, 0)
+    with pytest.raises(ValueError, match="needs a validation set"):
+        _trainer(TemperatureScalingCallback(), max_epochs=1).fit(
+            _Tiny(), TensorBatchLoader(x_train, y_train, batch_size=32))
