@@ -1,0 +1,388 @@
+"""toolkit.stability callbacks: the guards act before the step (bitwise), the monitor and AGC match
+independent computations, everything resumes, and bad arguments raise."""
+
+import copy
+import statistics
+import warnings
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
+from torch import nn
+
+from toolkit.data import DigitsDataModule, TensorBatchLoader
+from toolkit.models import MLP
+from toolkit.stability import (AdaptiveGradientClipping, GradientNormMonitor, LossSpikeGuard, NonFiniteGuard,
+                               adaptive_clip_grad_)
+from toolkit.training import ClassifierModule, fit, quiet_lightning
+
+N_SAMPLES, BATCH = 96, 8  # 12 steps per epoch
+
+
+def _data(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(N_SAMPLES, 6, generator=generator)
+    return x, (x[:, 0] + x[:, 1] > 0).long()
+
+
+class Tiny(pl.LightningModule):
+    """Linear -> tanh -> Linear; ``poison`` maps a step to "nan" (loss), "spike" (loss x 50) or a parameter
+    name (its gradient gets an Inf after backward)."""
+
+    def __init__(self, optimizer="adamw", lr=0.05, poison=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2))
+        self.optimizer, self.lr, self.poison = optimizer, lr, dict(poison or {})
+
+    def training_step(self, batch, batch_idx):
+        loss = nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+        kind = self.poison.get(self.global_step)
+        if kind == "nan":
+            loss = loss * float("nan")
+        elif kind == "spike":
+            loss = loss * 50.0
+        return loss
+
+    def on_after_backward(self):
+        name = self.poison.get(self.global_step)
+        if name not in (None, "nan", "spike"):
+            grad = dict(self.named_parameters())[name].grad
+            grad.view(-1)[0] = float("inf")
+
+    def configure_optimizers(self):
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=0.01)
+
+
+class Recorder(pl.Callback):
+    """Copies of the weights and optimizer state before every step, and after the last batch of each step."""
+
+    def __init__(self):
+        self.before, self.after, self.lrs = {}, {}, {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.before[trainer.global_step] = (copy.deepcopy(pl_module.state_dict()),
+                                            copy.deepcopy(trainer.optimizers[0].state_dict()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.after[trainer.global_step - 1] = (copy.deepcopy(pl_module.state_dict()),
+                                               copy.deepcopy(trainer.optimizers[0].state_dict()))
+        self.lrs[trainer.global_step - 1] = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def _train(module, callbacks, epochs=1, **kwargs):
+    loader = TensorBatchLoader(*_data(), batch_size=BATCH)
+    with quiet_lightning(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=PossibleUserWarning)
+        trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=callbacks, deterministic=True, **kwargs)
+        trainer.fit(module, loader)
+    return trainer
+
+
+def _assert_states_equal(a, b):
+    """Bitwise equality of (model state_dict, optimizer state_dict) pairs."""
+    for name, value in a[0].items():
+        assert torch.equal(value, b[0][name]), name
+    assert a[1]["state"].keys() == b[1]["state"].keys()
+    for index, state in a[1]["state"].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b[1]["state"][index][key])), (index, key)
+
+
+def _plain_loop(skip_steps=(), epochs=1):
+    """The same training as ``Tiny`` with AdamW, written as a plain PyTorch loop that omits ``skip_steps``."""
+    module = Tiny()
+    optimizer = module.configure_optimizers()
+    x, y = _data()
+    step = 0
+    for _ in range(epochs):
+        for start in range(0, N_SAMPLES, BATCH):
+            loss = nn.functional.cross_entropy(module.net(x[start:start + BATCH]), y[start:start + BATCH])
+            loss.backward()
+            if step not in skip_steps:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+    return module.state_dict()
+
+
+# --- NonFiniteGuard ------------------------------------------------------------------------------------------
+
+def test_without_a_guard_one_nan_ruins_the_weights():
+    module = Tiny(poison={3: "nan"})
+    _train(module, [])
+    assert not all(torch.isfinite(p).all() for p in module.parameters())
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_skip_leaves_weights_and_optimizer_state_bitwise_unchanged(optimizer):
+    recorder, guard = Recorder(), NonFiniteGuard("skip")
+    module = Tiny(optimizer=optimizer, poison={5: "nan"})
+    _train(module, [guard, recorder])
+    _assert_states_equal(recorder.after[5], recorder.before[5])
+    assert guard.skipped == 1 and guard.events[0]["step"] == 5 and guard.events[0]["culprit"] == "the loss"
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_skip_equals_a_plain_loop_that_omits_the_step():
+    module = Tiny(poison={4: "nan", 9: "nan"})
+    _train(module, [NonFiniteGuard("skip")], epochs=2)
+    expected = _plain_loop(skip_steps={4, 9}, epochs=2)
+    for name, value in expected.items():
+        torch.testing.assert_close(module.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_rollback_restores_last_snapshot_bitwise_and_lowers_lr():
+    recorder, guard = Recorder(), NonFiniteGuard("rollback", lr_factor=0.25, snapshot_every_n_steps=3)
+    module = Tiny(lr=0.04, poison={7: "nan"})
+    _train(module, [recorder, guard])
+    # snapshots at steps 0, 3, 6 (before their update): step 7 rolls back to the state before step 6
+    _assert_states_equal(recorder.after[7], recorder.before[6])
+    assert guard.rollbacks == 1 and guard.skipped == 0
+    assert recorder.lrs[7] == pytest.approx(0.01) and recorder.lrs[6] == pytest.approx(0.04)
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_rollback_scales_the_whole_lr_schedule():
+    """After a rollback, every later step's learning rate is ``lr_factor`` times the clean run's."""
+    data = DigitsDataModule(flatten=True, train_fraction=0.25, batch_size=32)
+
+    def run(poison):
+        class Poisoned(ClassifierModule):
+            def training_step(self, batch, batch_idx):
+                loss = super().training_step(batch, batch_idx)
+                return loss * float("nan") if self.global_step == poison else loss
+
+        recorder = Recorder()
+        model = lambda: Poisoned(MLP(64, 10, hidden_sizes=(16,)), 10, lr=0.01, schedule="warmup_cosine",  # noqa: E731
+                                 warmup_fraction=0.3)
+        fit(model, data, max_epochs=2, callbacks=[NonFiniteGuard("rollback", lr_factor=0.5, snapshot_every_n_steps=1),
+                                                  recorder], test=False, enable_checkpointing=False, limit_val_batches=0)
+        return recorder.lrs
+
+    clean, rolled = run(poison=-1), run(poison=4)
+    steps = sorted(clean)
+    assert len(steps) > 10
+    for step in steps:
+        factor = 0.5 if step >= 4 else 1.0
+        assert rolled[step] == pytest.approx(factor * clean[step], rel=1e-6), step
+
+
+def test_stop_names_step_and_parameter_and_keeps_weights():
+    recorder, guard = Recorder(), NonFiniteGuard("stop")
+    module = Tiny(poison={4: "net.2.weight"})
+    with pytest.warns(UserWarning, match=r"step 4: non-finite value in the gradient of 'net.2.weight'"):
+        trainer = _train(module, [recorder, guard], epochs=3)
+    assert guard.stopped and trainer.global_step == 5 and max(recorder.after) == 4
+    _assert_states_equal(recorder.after[4], recorder.before[4])
+    assert "net.2.weight" in guard.stop_message
+
+
+def test_rollback_without_snapshot_stops():
+    guard = NonFiniteGuard("rollback")
+    with pytest.warns(UserWarning, match="no good snapshot"):
+        _train(Tiny(poison={0: "nan"}), [guard])
+    assert guard.stopped and guard.rollbacks == 0
+
+
+# --- LossSpikeGuard ------------------------------------------------------------------------------------------
+
+def _reference_spikes(losses, window, k, min_history, rel_floor, max_consecutive):
+    """The rule, written independently: numpy-style median and MAD of the accepted losses."""
+    import numpy as np
+
+    kept, flagged, run = [], [], 0
+    for i, loss in enumerate(losses):
+        if len(kept) >= min_history:
+            recent = np.array(kept[-window:])
+            median = np.median(recent)
+            scale = max(1.4826 * np.median(np.abs(recent - median)), rel_floor * abs(median))
+            if loss > median + k * scale and run < max_consecutive:
+                flagged.append(i)
+                run += 1
+                continue
+        run = 0
+        kept.append(loss)
+    return flagged
+
+
+class _Stub:
+    world_size = 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_loss_spike_rule_matches_reference(seed):
+    generator = torch.Generator().manual_seed(seed)
+    losses = (2.0 * torch.exp(-torch.arange(300) / 100) + 0.05 * torch.randn(300, generator=generator)).tolist()
+    for i in (40, 41, 120, 200, 201, 202, 203, 204, 205, 206, 207):  # isolated spikes and a lasting jump
+        losses[i] += 3.0
+    guard = LossSpikeGuard(window=30, k=5.0, min_history=10, rel_floor=0.01, max_consecutive=5)
+    flagged = []
+    for i, loss in enumerate(losses):
+        guard.on_before_backward(_Stub(), None, torch.tensor(loss))
+        if guard._skip_pending:
+            flagged.append(i)
+            guard._skip_pending = False
+    assert flagged == _reference_spikes(losses, 30, 5.0, 10, 0.01, 5)
+    assert {40, 41, 120, 200} <= set(flagged) and 205 not in flagged  # accepted after 5 skips in a row
+
+
+def test_loss_spike_guard_skips_the_spiking_step_bitwise():
+    recorder, guard = Recorder(), LossSpikeGuard(window=8, k=4.0, min_history=4)
+    _train(Tiny(lr=0.01, poison={9: "spike"}), [guard, recorder])
+    assert guard.skipped_steps == [9] and guard.skipped == 1
+    _assert_states_equal(recorder.after[9], recorder.before[9])
+    median = statistics.median(guard.losses)
+    mad = statistics.median(abs(v - median) for v in guard.losses)
+    assert guard.threshold() == pytest.approx(median + 4.0 * max(1.4826 * mad, 0.01 * median))
+
+
+# --- GradientNormMonitor -------------------------------------------------------------------------------------
+
+class _NormOracle(pl.Callback):
+    def __init__(self):
+        self.total, self.per_param = {}, {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        grads = [p for p in pl_module.parameters() if p.grad is not None]
+        self.total[trainer.global_step] = float(torch.nn.utils.clip_grad_norm_(grads, float("inf")))
+        self.per_param[trainer.global_step] = {n: float(p.grad.norm()) for n, p in pl_module.named_parameters()}
+
+
+def test_gradient_norm_monitor_matches_clip_grad_norm():
+    monitor, oracle = GradientNormMonitor(layer_every_n_steps=5, weights_only=True), _NormOracle()
+    _train(Tiny(), [monitor, oracle])
+    frame = monitor.frame()
+    assert list(frame["step"]) == list(range(12))
+    for step, norm in zip(frame["step"], frame["grad_norm"]):
+        assert norm == pytest.approx(oracle.total[step], rel=1e-6)
+    layers = monitor.layer_frame()
+    assert sorted(layers["step"].unique()) == [0, 5, 10]
+    assert set(layers["parameter"]) == {"net.0.weight", "net.2.weight"}
+    for row in layers.itertuples():
+        assert row.grad_norm == pytest.approx(oracle.per_param[row.step][row.parameter], rel=1e-6)
+
+
+def test_gradient_norm_monitor_logs_grad_norm(tmp_path):
+    data = DigitsDataModule(flatten=True, train_fraction=0.25)
+    result = fit(lambda: ClassifierModule(MLP(64, 10, hidden_sizes=(16,)), 10), data, max_epochs=1,
+                 callbacks=[GradientNormMonitor()], test=False, log_every_n_steps=1)
+    import pandas as pd
+
+    logged = pd.read_csv(result.run_dir / "metrics.csv")["grad_norm"].dropna()
+    assert len(logged) > 3 and (logged > 0).all()
+
+
+# --- adaptive gradient clipping ------------------------------------------------------------------------------
+
+def _agc_paper(weight, grad, clip_factor, eps):
+    """Brock et al. (2021), eq. (3), one unit (row / output channel) at a time."""
+    out, count = grad.clone(), 0
+    units = range(weight.shape[0]) if weight.ndim > 1 else [None]
+    for i in units:
+        w, g = (weight, grad) if i is None else (weight[i], grad[i])
+        w_norm = max(float(w.norm()), eps)
+        g_norm = float(g.norm())
+        if g_norm / w_norm > clip_factor:
+            count += 1
+            scaled = clip_factor * w_norm / g_norm * g
+            if i is None:
+                out = scaled
+            else:
+                out[i] = scaled
+    return out, count
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (4, 3, 3, 3), (6,)])
+@pytest.mark.parametrize("clip_factor", [0.01, 0.1, 1.0])
+def test_adaptive_clip_grad_matches_the_paper_unitwise(shape, clip_factor):
+    generator = torch.Generator().manual_seed(sum(shape))
+    weight = torch.randn(shape, generator=generator)
+    weight[0] = 0.0  # a zero unit: the eps floor decides
+    param = nn.Parameter(weight)
+    param.grad = torch.randn(shape, generator=generator) * torch.logspace(-3, 1, shape[0]).reshape(-1, *[1] * (len(shape) - 1))
+    expected, expected_count = _agc_paper(param.detach(), param.grad.clone(), clip_factor, 1e-3)
+    clipped = adaptive_clip_grad_([param], clip_factor=clip_factor, eps=1e-3)
+    torch.testing.assert_close(param.grad, expected, rtol=1e-5, atol=1e-7)
+    assert clipped == expected_count
+
+
+def test_agc_callback_bounds_units_and_spares_excluded():
+    class After(pl.Callback):
+        ratios, spared = [], []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            w, g = pl_module.net[0].weight.detach(), pl_module.net[0].weight.grad
+            self.ratios.append(float((g.norm(dim=1) / w.norm(dim=1).clamp(min=1e-3)).max()))
+            self.spared.append(float(pl_module.net[2].weight.grad.norm()))
+
+    class Before(pl.Callback):
+        norms = []
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            self.norms.append(float(pl_module.net[2].weight.grad.norm()))
+
+    agc = AdaptiveGradientClipping(clip_factor=0.001, exclude=("net.2",))
+    _train(Tiny(), [Before(), agc, After()])
+    assert max(After.ratios) <= 0.001 * (1 + 1e-5)
+    assert After.spared == Before.norms
+    assert agc.steps == 12 and agc.clipped_units > 0
+
+
+# --- resume and bad input ------------------------------------------------------------------------------------
+
+def _all_callbacks():
+    return [GradientNormMonitor(layer_every_n_steps=7), NonFiniteGuard("skip"),
+            LossSpikeGuard(window=20, k=3.0, min_history=5), AdaptiveGradientClipping(0.05, exclude=("classifier",))]
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted_one():
+    data = DigitsDataModule(flatten=True, train_fraction=0.15, batch_size=32)  # 6 steps per epoch
+
+    class Poisoned(ClassifierModule):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            return loss * float("nan") if self.global_step in (3, 15) else loss
+
+    model = lambda: Poisoned(MLP(64, 10, hidden_sizes=(16,)), 10, lr=3e-3)  # noqa: E731
+    straight_cbs, first_cbs, resumed_cbs = _all_callbacks(), _all_callbacks(), _all_callbacks()
+    straight = fit(model, data, max_epochs=4, seed=1, test=False, callbacks=straight_cbs, name="straight")
+    first = fit(model, data, max_epochs=2, seed=1, test=False, callbacks=first_cbs, name="resume")
+    checkpoint = next((first.run_dir / "checkpoints").glob("*.ckpt"))
+    resumed = fit(model, data, max_epochs=4, seed=1, test=False, callbacks=resumed_cbs, name="resume",
+                  ckpt_path=str(checkpoint))
+    for name, value in straight.module.state_dict().items():
+        torch.testing.assert_close(resumed.module.state_dict()[name], value, msg=name)
+    for a, b in zip(straight_cbs, resumed_cbs):
+        assert repr(a.state_dict()) == repr(b.state_dict()), type(a).__name__  # repr: nan == nan
+    assert straight_cbs[1].skipped == 2 and first_cbs[1].skipped == 1
+    saved = torch.load(checkpoint, weights_only=True)["callbacks"]
+    assert any("NonFiniteGuard" in key for key in saved)
+
+
+@pytest.mark.parametrize("factory, match", [
+    (lambda: NonFiniteGuard("ignore"), "policy must be one of"),
+    (lambda: NonFiniteGuard("rollback", lr_factor=1.5), "lr_factor must be a number in \\(0, 1\\)"),
+    (lambda: NonFiniteGuard("rollback", lr_factor=0), "lr_factor"),
+    (lambda: NonFiniteGuard(snapshot_every_n_steps=0), "snapshot_every_n_steps"),
+    (lambda: LossSpikeGuard(window=-5), "window must be an integer"),
+    (lambda: LossSpikeGuard(k=0), "k must be a finite number > 0"),
+    (lambda: LossSpikeGuard(window=10, min_history=11), "min_history must be an integer in \\[3, window=10\\]"),
+    (lambda: LossSpikeGuard(rel_floor=-1), "rel_floor"),
+    (lambda: GradientNormMonitor(layer_every_n_steps=0), "layer_every_n_steps"),
+    (lambda: AdaptiveGradientClipping(clip_factor=-0.1), "clip_factor"),
+    (lambda: AdaptiveGradientClipping(eps=float("nan")), "eps"),
+])
+def test_bad_arguments_raise_value_error_naming_them(factory, match):
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_bad_types_raise_type_error():
+    with pytest.raises(TypeError, match="exclude must be a sequence of strings"):
+        AdaptiveGradientClipping(exclude="classifier")

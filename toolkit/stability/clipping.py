@@ -1,0 +1,107 @@
+"""Adaptive gradient clipping (unit-wise, Brock et al. 2021): ``adaptive_clip_grad_`` and its callback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from toolkit.stability._checks import check_names, check_positive_float
+
+__all__ = ["AdaptiveGradientClipping", "adaptive_clip_grad_", "unitwise_norm"]
+
+
+def unitwise_norm(x: Tensor) -> Tensor:
+    """L2 norm of each output unit: the whole tensor for ``ndim <= 1``, else over all dims but the first."""
+    if x.ndim <= 1:
+        return torch.linalg.vector_norm(x)
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
+
+
+@torch.no_grad()
+def adaptive_clip_grad_(parameters: Iterable[Tensor], clip_factor: float = 0.01, eps: float = 1e-3) -> int:
+    """Clip, in place, every unit's gradient to ``clip_factor`` times the unit's weight norm.
+
+    Brock, De, Smith & Simonyan, 2021. *High-Performance Large-Scale Image Recognition Without
+    Normalization*, arXiv:2102.06171, eq. (3): for each unit ``i`` (a row of a weight matrix, an
+    output channel of a convolution), with ``||W_i||* = max(||W_i||, eps)``,
+    ``G_i <- clip_factor * ||W_i||* / ||G_i|| * G_i`` if ``||G_i|| / ||W_i||* > clip_factor``.
+
+    Args:
+        parameters: tensors with ``.grad`` (those without are left out).
+        clip_factor: the largest allowed ratio of gradient to weight norm, ``> 0`` (the paper uses
+            0.01-0.16 depending on batch size).
+        eps: the smallest weight norm, ``> 0``, so zero-initialized units can still move.
+
+    Returns:
+        The number of units whose gradient was clipped.
+
+    Example:
+        >>> layer = nn.Linear(3, 2); layer(torch.randn(4, 3)).sum().mul(1e3).backward()
+        >>> adaptive_clip_grad_(layer.parameters(), clip_factor=0.01) > 0
+        True
+    """
+    check_positive_float("clip_factor", clip_factor)
+    check_positive_float("eps", eps)
+    clipped = 0
+    for param in parameters:
+        if param.grad is None:
+            continue
+        max_norm = unitwise_norm(param).clamp(min=eps) * clip_factor
+        grad_norm = unitwise_norm(param.grad)
+        too_big = grad_norm > max_norm
+        scale = torch.where(too_big, max_norm / grad_norm.clamp(min=torch.finfo(grad_norm.dtype).tiny), 1.0)
+        param.grad.mul_(scale.to(param.grad.dtype))
+        clipped += int(too_big.sum())
+    return clipped
+
+
+class AdaptiveGradientClipping(pl.Callback):
+    """Adaptive gradient clipping (AGC) of every parameter before each optimizer step.
+
+    Applies :func:`adaptive_clip_grad_` in ``on_before_optimizer_step`` to all parameters whose name
+    contains none of ``exclude`` (the paper leaves the final classifier layer out). Counts steps and
+    clipped units (logged as ``agc_clipped_units``, restored on resume).
+
+    How it differs from Lightning's ``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``:
+    that clips the *global* norm (or each value) to a fixed threshold you must tune per model and
+    learning rate; AGC bounds each unit's update relative to its own weight norm, so one threshold
+    works across layers of very different scale. The two can be combined. Under DDP the gradients are
+    all-reduced before this hook, so every rank clips identically without communication.
+
+    Args:
+        clip_factor: see :func:`adaptive_clip_grad_`, ``> 0``.
+        eps: see :func:`adaptive_clip_grad_`, ``> 0``.
+        exclude: parameter-name substrings to leave unclipped, e.g. ``("classifier",)``.
+
+    Example:
+        >>> agc = AdaptiveGradientClipping(clip_factor=0.02, exclude=("classifier",))
+    """
+
+    def __init__(self, clip_factor: float = 0.01, eps: float = 1e-3, exclude: Sequence[str] = ()) -> None:
+        check_positive_float("clip_factor", clip_factor)
+        check_positive_float("eps", eps)
+        self.clip_factor, self.eps = float(clip_factor), float(eps)
+        self.exclude = check_names("exclude", exclude)
+        self.steps = 0
+        self.clipped_units = 0
+
+    def _selected(self, module: nn.Module) -> list[Tensor]:
+        return [p for name, p in module.named_parameters() if not any(part in name for part in self.exclude)]
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: Optimizer) -> None:
+        self.clipped_units += adaptive_clip_grad_(self._selected(pl_module), self.clip_factor, self.eps)
+        self.steps += 1
+        pl_module.log("agc_clipped_units", float(self.clipped_units), on_step=True, on_epoch=False,
+                      rank_zero_only=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "clipped_units": self.clipped_units}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.steps, self.clipped_units = int(state_dict["steps"]), int(state_dict["clipped_units"])
