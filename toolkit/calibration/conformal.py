@@ -27,8 +27,9 @@ CONFORMAL_METHODS = ("lac", "aps", "raps")
 class SplitConformal:
     """Calibrate a score threshold on held-out ``(probs, targets)``, then predict label sets.
 
-    The threshold is the ``ceil((n + 1)(1 - alpha)) / n`` empirical quantile of the calibration
-    scores; a label enters the set when its score is at most the threshold.
+    The threshold is the ``ceil((n + 1)(1 - alpha))``-th smallest of the ``n`` calibration scores
+    (the ``(1 - alpha)(1 + 1/n)`` empirical quantile); a label enters the set when its score is at
+    most the threshold.
 
     Args:
         alpha: target miscoverage in ``(0, 1)``; sets cover the true label with probability ``>= 1 - alpha``.
@@ -85,9 +86,9 @@ class SplitConformal:
         if n == 0:
             raise ValueError("probs and targets are empty: conformal calibration needs held-out samples")
         scores = self.scores(probs, targets)
-        level = math.ceil((n + 1) * (1 - self.alpha)) / n
+        rank = math.ceil((n + 1) * (1 - self.alpha))
         # with n < 1/alpha - 1 no finite threshold gives the guarantee: every label enters every set
-        self.qhat = math.inf if level > 1 else float(torch.quantile(scores.double(), level, interpolation="higher"))
+        self.qhat = math.inf if rank > n else float(torch.kthvalue(scores.double().cpu(), rank).values)
         self.n_calibration = n
         return self
 

@@ -20,14 +20,14 @@ __all__ = ["ensemble_predict", "expected_entropy", "mc_dropout_predict", "mutual
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (nn.modules.dropout._DropoutNd,)
 
 
-def _batches(data: Tensor | Iterable) -> Iterable[Tensor]:
-    """Inputs from a tensor (one batch) or from a loader of ``(inputs, ...)`` batches."""
+def _batches(data: Tensor | Iterable) -> list[Tensor]:
+    """Input batches from a tensor (one batch) or from a loader of ``(inputs, ...)`` batches."""
     if isinstance(data, Tensor):
         return [data]
     if not isinstance(data, Iterable):
         raise TypeError(f"data must be an input tensor or a loader of (inputs, targets) batches, "
                         f"got {type(data).__name__}")
-    return (b[0] if isinstance(b, (tuple, list)) else b for b in data)
+    return [b[0] if isinstance(b, (tuple, list)) else b for b in data]
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -35,10 +35,10 @@ def _device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-def _predict_probs(model: nn.Module, data: Tensor | Iterable) -> Tensor:
+def _predict_probs(model: nn.Module, batches: list[Tensor]) -> Tensor:
     device = _device(model)
     with torch.no_grad():
-        chunks = [model(x.to(device)).float().softmax(1).cpu() for x in _batches(data)]
+        chunks = [model(x.to(device)).float().softmax(1).cpu() for x in batches]
     if not chunks:
         raise ValueError("data is empty: no batch to predict")
     return torch.cat(chunks)
@@ -75,14 +75,14 @@ def mc_dropout_predict(model: nn.Module, data: Tensor | Iterable, n_samples: int
         raise ValueError(f"model has no dropout layer of dropout_types={tuple(t.__name__ for t in dropout_types)}: "
                          "MC dropout needs one (build it with dropout > 0)")
     modes = {m: m.training for m in model.modules()}
-    data = data if isinstance(data, Tensor) else list(data)
+    batches = _batches(data)
     try:
         model.eval()
         for m in dropouts:
             m.train()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            samples = [_predict_probs(model, data) for _ in range(n_samples)]
+            samples = [_predict_probs(model, batches) for _ in range(n_samples)]
     finally:
         for m, mode in modes.items():
             m.train(mode)
@@ -109,13 +109,13 @@ def ensemble_predict(models: Sequence[Any], data: Tensor | Iterable) -> Tensor:
     for i, m in enumerate(members):
         if not isinstance(m, nn.Module):
             raise TypeError(f"models[{i}] must be an nn.Module or a FitResult, got {type(m).__name__}")
-    data = data if isinstance(data, Tensor) else list(data)
+    batches = _batches(data)
     outputs = []
     for m in members:
         mode = m.training
         m.eval()
         try:
-            outputs.append(_predict_probs(m, data))
+            outputs.append(_predict_probs(m, batches))
         finally:
             m.train(mode)
     return torch.stack(outputs)
