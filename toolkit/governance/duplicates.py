@@ -34,7 +34,7 @@ def _as_matrix(name: str, x: Any) -> np.ndarray:
         raise ValueError(f"{name} must have shape (N, features...), got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number):
         raise TypeError(f"{name} must be numeric, got dtype {x.dtype}")
-    x = x.reshape(len(x), -1).astype(np.float64)
+    x = x.reshape(len(x), int(np.prod(x.shape[1:]))).astype(np.float64)
     if not np.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return x

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -106,7 +107,9 @@ def find_label_issues(labels: Any, probs: Any, filter_by: str = "prune_by_noise_
         probs: ``(N, C)`` out-of-fold predicted probabilities (see :func:`out_of_fold_probs`).
         filter_by: cleanlab's rule, one of ``FILTERS``.
     """
-    from cleanlab.filter import find_label_issues as _cleanlab_find
+    with warnings.catch_warnings():  # cleanlab imports tqdm.auto, which warns in notebooks without ipywidgets
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        from cleanlab.filter import find_label_issues as _cleanlab_find
 
     labels = _labels("labels", labels)
     probs = np.asarray(probs.detach().cpu().numpy() if hasattr(probs, "detach") else probs, dtype=np.float64)
