@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,9 @@ def safe_load(path: str | Path, expected_sha256: str | None = None, map_location
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        culprit = f"`{found.group(1)}`" if found else "an object outside the weights-only allow-list"
         raise UnsafeCheckpointError(
-            f"refusing {path.name}: it is not a weights-only checkpoint. Unpickling it would import and "
-            f"call code ({detail.strip()}). Nothing was executed. Load only files you trust, and only "
-            "with weights_only=True; re-save trusted weights as a plain state_dict.") from error
+            f"refusing {path.name}: it is not a weights-only checkpoint; unpickling it would import and "
+            f"call {culprit}. Nothing was executed. Load only files you trust, and only with "
+            "weights_only=True; re-save trusted weights as a plain state_dict.") from error

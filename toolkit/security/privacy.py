@@ -213,16 +213,19 @@ class DPClassifierModule(ClassifierModule):
 
     @property
     def epsilon(self) -> float:
-        """The privacy spent so far, at ``delta`` (0 before any step)."""
+        """The privacy spent so far, at ``delta`` (0 before any step, infinite without noise)."""
         if not self.accountant.history:
             return 0.0
+        if self.hparams.noise_multiplier == 0:
+            return float("inf")
         return float(self.accountant.get_epsilon(delta=self.hparams.delta))
 
     def configure_optimizers(self):
         from opacus.optimizers import DPOptimizer
 
         hp = self.hparams
-        self.trainer.estimated_stepping_batches  # noqa: B018 - loads the train loader before fit does
+        if self.trainer.train_dataloader is None:  # optimizers are configured before fit loads the data
+            self.trainer.fit_loop.setup_data()
         loader = self.trainer.train_dataloader
         dataset_size = getattr(loader, "dataset_size", None)
         if dataset_size is None:
