@@ -102,7 +102,7 @@ def lr_range_test(model: pl.LightningModule, data: pl.LightningDataModule, *, mi
         pl.seed_everything(seed, workers=True, verbose=False)
         trainer = pl.Trainer(accelerator=accelerator, devices=1, default_root_dir=root, logger=False,
                              enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             limit_val_batches=0, max_epochs=-1)
+                             limit_val_batches=0, max_steps=num_training)
         finder = Tuner(trainer).lr_find(model, datamodule=data, min_lr=min_lr, max_lr=max_lr,
                                         num_training=num_training, early_stop_threshold=early_stop_threshold,
                                         update_attr=False)
