@@ -27,20 +27,20 @@ from torch import Tensor, nn
 
 __all__ = ["METRICS", "evaluate_model", "missing_axes", "report_card", "summarize_card"]
 
-# metric -> (label, higher is better, where the course teaches it)
-METRICS: dict[str, tuple[str, bool, str]] = {
+# metric -> (label, higher is better (None: neither), the notebook that teaches it)
+METRICS: dict[str, tuple[str, bool | None, str]] = {
     "accuracy": ("test accuracy", True, "00"),
     "nll": ("test NLL", False, "00"),
     "ece": ("test ECE", False, "03"),
     "ece_ts": ("ECE after temperature scaling", False, "03"),
-    "temperature": ("fitted temperature", False, "03"),
+    "temperature": ("fitted temperature", None, "03"),
     "shift_accuracy": ("accuracy under shift", True, "00/03"),
     "shift_ece": ("ECE under shift", False, "03"),
     "ood_auroc": ("OOD AUROC (MSP)", True, "03"),
     "robust_accuracy": ("PGD robust accuracy", True, "05"),
     "latency_ms": ("latency per batch (ms)", False, "04"),
     "size_kb": ("checkpoint size (kB)", False, "04"),
-    "parameters": ("parameters", False, "01"),
+    "parameters": ("parameters", False, "04"),
 }
 _AXES = {"toolkit.calibration": ("ece_ts", "temperature", "ood_auroc"),
          "toolkit.security": ("robust_accuracy",), "toolkit.cost": ("latency_ms", "size_kb")}

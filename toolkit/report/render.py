@@ -14,6 +14,7 @@ from toolkit.report.card import METRICS, missing_axes, summarize_card
 __all__ = ["card_html", "card_markdown", "plot_dashboard"]
 
 _PANEL_COLUMNS = 4
+_ARROWS = {True: "↑", False: "↓", None: ""}
 _DASHBOARD_METRICS = ("accuracy", "ece", "ece_ts", "shift_accuracy", "shift_ece", "ood_auroc", "robust_accuracy",
                       "latency_ms")
 
@@ -36,7 +37,7 @@ def plot_dashboard(frame: pd.DataFrame, metrics: tuple[str, ...] = _DASHBOARD_ME
         sns.stripplot(data=frame, x="model", y=metric, hue="model", legend=False, size=5, jitter=0.1, alpha=0.6, ax=ax)
         sns.pointplot(data=frame, x="model", y=metric, errorbar="sd", color="0.2", markers="D", linestyle="none",
                       capsize=0.2, ax=ax)
-        ax.set(title=f"{label} {'↑' if higher else '↓'}", xlabel="", ylabel="")
+        ax.set(title=f"{label} {_ARROWS[higher]}".strip(), xlabel="", ylabel="")
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     fig.suptitle("model report card", fontweight="bold")
@@ -52,14 +53,14 @@ def _cells(frame: pd.DataFrame) -> tuple[list[str], list[str], list[list[str]]]:
     for metric in metrics:
         label, higher, notebook = METRICS[metric]
         means = summary[(metric, "mean")]
-        best = means.idxmax() if higher else means.idxmin()
+        best = None if higher is None else (means.idxmax() if higher else means.idxmin())
         cells = []
         for model in models:
             mean, std = means[model], summary.loc[model, (metric, "std")]
             digits = 0 if metric == "parameters" else (2 if metric in ("latency_ms", "size_kb", "temperature") else 3)
             text = f"{mean:,.{digits}f}" + (f" ± {std:.{digits}f}" if seeds[model] > 1 and not math.isnan(std) else "")
-            cells.append(text + (" ★" if len(models) > 1 and model == best and metric != "temperature" else ""))
-        rows.append([f"{label} {'↑' if higher else '↓'}", notebook] + cells)
+            cells.append(text + (" ★" if len(models) > 1 and model == best else ""))
+        rows.append([f"{label} {_ARROWS[higher]}".strip(), notebook] + cells)
     return models, [f"{m} ({seeds[m]} seed{'s' if seeds[m] > 1 else ''})" for m in models], rows
 
 
