@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from scipy.spatial.distance import cdist, pdist, squareform
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, precision_score, recall_score
@@ -18,6 +17,11 @@ from toolkit.governance import (dataset_card, detection_scores, find_duplicates,
                                 worst_slice)
 
 DIGITS = load_digits()
+
+
+def _distances(a, b):
+    """Euclidean distances by broadcasting, independent of scipy."""
+    return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
 
 
 # ---- duplicates and leakage ------------------------------------------------------------------------
@@ -35,7 +39,7 @@ def test_find_duplicates_finds_planted_exact_duplicates_exactly():
 @pytest.mark.parametrize("threshold", [0.5, 1.5, 2.5])
 def test_find_duplicates_near_matches_brute_force_distances(threshold):
     x = np.random.default_rng(1).normal(size=(120, 4))
-    distances = squareform(pdist(x))
+    distances = _distances(x, x)
     i, j = np.nonzero(np.triu(distances <= threshold, k=1))
     frame = find_duplicates(torch.as_tensor(x), threshold=threshold)
     assert list(zip(frame.i, frame.j)) == sorted(zip(i.tolist(), j.tolist()))
@@ -47,12 +51,23 @@ def test_find_leakage_matches_brute_force(threshold):
     rng = np.random.default_rng(2)
     train, test = rng.normal(size=(80, 3)), rng.normal(size=(40, 3))
     test[[5, 9]] = train[[60, 2]]
-    d = cdist(train, test)
+    d = _distances(train, test)
     i, j = np.nonzero(d <= threshold)
     frame = find_leakage(train, test, threshold=threshold)
     assert sorted(zip(frame.train_index, frame.test_index)) == sorted(zip(i.tolist(), j.tolist()))
     if threshold == 0:
         assert set(zip(frame.train_index, frame.test_index)) == {(60, 5), (2, 9)}
+
+
+def test_find_leakage_is_the_same_in_small_memory_chunks(monkeypatch):
+    from toolkit.governance import duplicates
+
+    rng = np.random.default_rng(3)
+    train, test = rng.normal(size=(90, 3)), rng.normal(size=(70, 3))
+    whole = find_leakage(train, test, threshold=1.0)
+    monkeypatch.setattr(duplicates, "_CHUNK_DISTANCES", 200)    # two test rows per chunk
+    pd.testing.assert_frame_equal(find_leakage(train, test, threshold=1.0), whole)
+    assert len(whole) > 10
 
 
 class _PlantedDataModule(ArrayDataModule):

@@ -2,8 +2,9 @@
 
 A test sample that also sits (exactly, or up to a little noise) in the training split inflates test
 accuracy: the model is graded on what it memorized. Exact duplicates are found by comparing rows
-byte for byte; near duplicates by a radius search (``sklearn.neighbors.NearestNeighbors``) in the
-raw feature space, with ``threshold`` in the units of the features.
+byte for byte; near duplicates by exact Euclidean distances (``scipy.spatial.distance.cdist`` in
+memory-bounded chunks: in 64 dimensions trees lose to brute force) in the raw feature space, with
+``threshold`` in the units of the features.
 
 Example:
     >>> x = np.array([[0.0, 1.0], [5.0, 5.0], [0.0, 1.0]])
@@ -22,6 +23,7 @@ __all__ = ["find_duplicates", "find_leakage", "split_leakage"]
 
 _PAIR_COLUMNS = ("i", "j", "distance")
 _LEAK_COLUMNS = ("train_index", "test_index", "distance")
+_CHUNK_DISTANCES = 4_000_000  # distances held in memory at once (32 MB of float64)
 
 
 def _as_matrix(name: str, x: Any) -> np.ndarray:
@@ -57,11 +59,16 @@ def _exact_pairs(a: np.ndarray, b: np.ndarray | None) -> list[tuple[int, int, fl
 
 
 def _radius_pairs(a: np.ndarray, b: np.ndarray, radius: float) -> list[tuple[int, int, float]]:
-    from sklearn.neighbors import NearestNeighbors
+    """Pairs ``(i in a, j in b, distance)`` within ``radius``, by exact distances in memory-bounded chunks."""
+    from scipy.spatial.distance import cdist
 
-    search = NearestNeighbors(radius=radius).fit(a)
-    distances, neighbours = search.radius_neighbors(b, sort_results=True)
-    return [(int(i), j, float(d)) for j, (ds, ns) in enumerate(zip(distances, neighbours)) for i, d in zip(ns, ds)]
+    pairs = []
+    step = max(1, _CHUNK_DISTANCES // max(len(a), 1))
+    for start in range(0, len(b), step):
+        distances = cdist(a, b[start:start + step])
+        i, j = np.nonzero(distances <= radius)
+        pairs += zip(i.tolist(), (j + start).tolist(), distances[i, j].tolist())
+    return pairs
 
 
 def find_duplicates(x: Any, threshold: float = 0.0) -> pd.DataFrame:
