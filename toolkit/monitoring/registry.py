@@ -6,9 +6,11 @@ refused) and uses ``torch.load(..., weights_only=True)``, which never runs code 
 Promotions are kept as a history, so ``rollback`` returns production to the previous version.
 
 Example:
-    >>> registry = ModelRegistry(tmp_dir)
-    >>> v1 = registry.register(model, metrics={"accuracy": 0.96})
-    >>> registry.promote(v1); registry.production
+    >>> registry = ModelRegistry(tempfile.mkdtemp())                  # doctest: +SKIP
+    >>> v1 = registry.register(module.backbone, metrics={"accuracy": 0.96})  # doctest: +SKIP
+    >>> registry.promote(v1); registry.production                      # doctest: +SKIP
+    'v1'
+    >>> registry.rollback()  # after promoting v2                       # doctest: +SKIP
     'v1'
 """
 
