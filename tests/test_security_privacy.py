@@ -15,6 +15,15 @@ from toolkit.security import (DPClassifierModule, PoissonBatchLoader, membership
                               per_sample_loss)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one thread is as fast on a quiet machine and much faster on a busy one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _trainer(**kwargs):
     defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False)
@@ -107,3 +116,20 @@ def test_dp_module_refuses_batch_norm_and_bad_settings():
         DPClassifierModule(MLP(4, 2), num_classes=2, noise_multiplier=-1.0)
     with pytest.raises(ValueError, match="delta"):
         DPClassifierModule(MLP(4, 2), num_classes=2, delta=1.0)
+
+
+def test_poisson_sampled_datamodule_swaps_only_the_training_loader():
+    from toolkit.data import DigitsDataModule
+    from toolkit.security import PoissonSampledDataModule
+
+    base = DigitsDataModule(image_size=8, flatten=True, batch_size=50)
+    dm = PoissonSampledDataModule(base)
+    dm.setup()
+    loader = dm.train_dataloader()
+    n = len(base.tensors("train")[1])
+    assert isinstance(loader, PoissonBatchLoader) and loader.sample_rate == pytest.approx(50 / n)
+    assert loader.dataset_size == n and len(loader) == round(n / 50)
+    assert dm.num_classes == 10 and dm.input_range == base.input_range
+    assert torch.equal(next(iter(dm.val_dataloader()))[0], next(iter(base.val_dataloader()))[0])
+    with pytest.raises(TypeError, match="base"):
+        PoissonSampledDataModule(object())

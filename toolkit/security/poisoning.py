@@ -76,8 +76,9 @@ def add_trigger(images01: Tensor, patch_size: int = 2, value: float = 1.0, corne
     corners = ("bottom_right", "bottom_left", "top_right", "top_left")
     if not isinstance(images01, Tensor) or images01.dim() != 4:
         raise TypeError(f"images01 must be a (N, C, H, W) tensor, got {tuple(getattr(images01, 'shape', ()))}")
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or not 1 <= patch_size <= min(images01.shape[2:]):
-        raise ValueError(f"patch_size must be an integer in [1, {min(images01.shape[2:])}], got {patch_size!r}")
+    side = min(images01.shape[2:])
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or not 1 <= patch_size <= side:
+        raise ValueError(f"patch_size must be an integer in [1, {side}], got {patch_size!r}")
     _check_rate("value", value)
     if corner not in corners:
         raise ValueError(f"corner must be one of {corners}, got {corner!r}")

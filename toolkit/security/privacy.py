@@ -183,7 +183,9 @@ class DPClassifierModule(ClassifierModule):
         max_grad_norm: per-sample gradient clipping norm, ``> 0``.
         delta: target delta of the (epsilon, delta) guarantee, in ``(0, 1)``; below ``1 / N`` as a rule.
 
-    Attributes: ``accountant`` (opacus ``RDPAccountant``), ``sample_rate``, :attr:`epsilon`.
+    Attributes: ``accountant`` (opacus ``RDPAccountant``), ``sample_rate``, :attr:`epsilon`. The backbone
+    is wrapped in opacus' ``GradSampleModule``: its weights are ``module.backbone._module``, and the state
+    dict keys start with ``backbone._module.``. The accountant's history is saved in checkpoints.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, noise_multiplier: float = 1.0,
