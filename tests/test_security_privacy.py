@@ -133,3 +133,15 @@ def test_poisson_sampled_datamodule_swaps_only_the_training_loader():
     assert torch.equal(next(iter(dm.val_dataloader()))[0], next(iter(base.val_dataloader()))[0])
     with pytest.raises(TypeError, match="base"):
         PoissonSampledDataModule(object())
+
+
+def test_dp_accountant_history_survives_a_checkpoint():
+    module = DPClassifierModule(MLP(4, 2, hidden_sizes=(8,)), num_classes=2, noise_multiplier=1.0, delta=1e-3)
+    for _ in range(30):
+        module.accountant.step(noise_multiplier=1.0, sample_rate=0.05)
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    resumed = DPClassifierModule(MLP(4, 2, hidden_sizes=(8,)), num_classes=2, noise_multiplier=1.0, delta=1e-3)
+    assert resumed.epsilon == 0.0
+    resumed.on_load_checkpoint(checkpoint)
+    assert resumed.epsilon == pytest.approx(module.epsilon) and module.epsilon > 0
