@@ -56,6 +56,8 @@ def test_activation_memory_is_what_backward_keeps():
     model = MLP(64, 10, hidden_sizes=sizes[1:])
     assert activation_memory_bytes(model, torch.randn(batch, 64)) == 4 * batch * sum(sizes)
     assert activation_memory_bytes(model, torch.randn(2 * batch, 64)) == 2 * 4 * batch * sum(sizes)
+    dataset = torch.randn(1000, 64)
+    assert activation_memory_bytes(model, dataset[:batch]) == 4 * batch * sum(sizes), "a slice counts its rows"
 
 
 def test_size_on_disk_is_four_bytes_a_parameter_plus_a_small_header():

@@ -126,20 +126,19 @@ def activation_memory_bytes(model: nn.Module, example: Tensor) -> int:
     """Bytes of the tensors autograd keeps for the backward pass of ``example`` (the whole batch).
 
     This is the memory training needs on top of the weights, gradients and optimizer state, and it
-    grows linearly with the batch size. Each storage counts once (a view of a saved tensor is free);
-    the parameters themselves are not counted. Measured with ``torch.autograd.graph.saved_tensors_hooks``
-    in the model's current mode (train or eval).
+    grows linearly with the batch size. A tensor saved twice (a ReLU output that is also the next
+    layer's input) counts once; the parameters themselves are not counted. Measured with
+    ``torch.autograd.graph.saved_tensors_hooks`` in the model's current mode (train or eval).
     """
     _check_model(model)
     _check_example(example)
     param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen: dict[int, int] = {}
+    seen: dict[tuple[int, int], int] = {}
 
     def pack(tensor: Tensor) -> Tensor:
-        storage = tensor.untyped_storage()
-        pointer = storage.data_ptr()
-        if pointer not in param_storages and pointer != 0:
-            seen[pointer] = storage.nbytes()
+        if tensor.untyped_storage().data_ptr() not in param_storages and tensor.numel():
+            # the bytes this tensor spans, once per (address, size): a view of a larger input counts its own rows
+            seen[(tensor.data_ptr(), tensor.numel())] = tensor.numel() * tensor.element_size()
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
