@@ -104,7 +104,7 @@ def test_measure_latency_times_each_batch_size_in_eval_mode_without_grad():
     assert (frame.latency_p25_ms <= frame.latency_ms).all() and (frame.latency_ms <= frame.latency_p75_ms).all()
     torch.testing.assert_close(frame.throughput_per_s, 1e3 * frame.batch_size / frame.latency_ms)
     sizes = [len(b) for b in model.batches]
-    assert sizes == [1] + [2] * (2 + 4) + [5] * (2 + 4), "one check call, then warm-up and repeats"
+    assert sizes == [1] + [2] * (2 + 2 * 4) + [5] * (2 + 2 * 4), "a check call, warm-up, then repeats (each warmed)"
     torch.testing.assert_close(model.batches[-1], example[[0, 1, 2, 0, 1]])  # rows of the example, cycled
     assert set(model.modes) == {(False, False)} and model.training, "eval + no_grad while timed, mode restored"
 

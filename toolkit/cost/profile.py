@@ -9,7 +9,8 @@ batch with a leading batch dimension, e.g. ``x_test[:8]``. FLOPs come from PyTor
 Latency is wall-clock time of ``model(batch)`` under ``torch.no_grad()`` in eval mode, after
 ``warmup`` untimed calls, as the median (and quartiles) of ``repeats`` timed calls. Models compared
 with :func:`compare_latency` are timed in turn, call by call, so a load spike on a shared machine hits
-all of them alike and their ratios stay meaningful.
+all of them alike and their ratios stay meaningful; each timed call follows an untimed call of the
+same model, so every model is timed with its weights warm in cache, as in a busy server.
 """
 
 from __future__ import annotations
@@ -237,6 +238,8 @@ def compare_latency(models: Mapping[str, nn.Module], example: Tensor,
                 times: dict[str, list[float]] = {name: [] for name in models}
                 for _ in range(repeats):
                     for name, model in models.items():
+                        model(batches[name])  # warm this model's weights in cache after the others ran
+                        _synchronize(example)
                         start = time.perf_counter()
                         model(batches[name])
                         _synchronize(example)
