@@ -201,3 +201,23 @@ def test_metric_arguments_are_validated(build, match):
 def test_classwise_metric_rejects_a_different_number_of_classes():
     with pytest.raises(ValueError, match="num_classes=3"):
         ClasswiseCalibrationError(3).update(torch.tensor([[0.5, 0.5]]), torch.tensor([0]))
+
+
+def test_bin_index_equals_torchmetrics_bucketize_rule_even_on_boundaries():
+    from toolkit.calibration.metrics import _bin_index
+
+    for n_bins in (1, 7, 10, 15):
+        edges = torch.linspace(0, 1, n_bins + 1)
+        values = torch.cat([edges, torch.nextafter(edges, torch.tensor(2.0)), torch.nextafter(edges, torch.tensor(-1.0)),
+                            torch.rand(1000, generator=torch.Generator().manual_seed(n_bins))]).clamp(0, 1)
+        expected = (torch.bucketize(values, edges, right=True) - 1).clamp(0, n_bins - 1)
+        assert torch.equal(_bin_index(values, n_bins), expected), n_bins
+
+
+def test_the_scatter_histogram_used_off_cpu_equals_bincount():
+    from toolkit.calibration.metrics import _bincount, _scatter_count
+
+    g = torch.Generator().manual_seed(0)
+    index, weights = torch.randint(0, 30, (500,), generator=g), torch.rand(500, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(_scatter_count(index, 40), _bincount(index, 40))
+    torch.testing.assert_close(_scatter_count(index, 40, weights), _bincount(index, 40, weights))

@@ -38,10 +38,12 @@ def check_float_tensor(name: str, x: Any, dims: tuple[int, ...], layout: str) ->
                         + (f" of dtype {x.dtype}" if isinstance(x, Tensor) else ""))
     if x.dim() not in dims:
         raise ValueError(f"{name} must have shape {layout}, got {tuple(x.shape)}")
-    if torch.isnan(x).any():
-        raise ValueError(f"{name} contains NaN")
-    if torch.isinf(x).any():
-        raise ValueError(f"{name} contains infinite values")
+    if x.numel():
+        low, high = torch.aminmax(x)  # one pass; NaN propagates into both
+        if torch.isnan(low) or torch.isnan(high):
+            raise ValueError(f"{name} contains NaN")
+        if torch.isinf(low) or torch.isinf(high):
+            raise ValueError(f"{name} contains infinite values")
 
 
 def check_targets(targets: Any, n: int, num_classes: int | None, name: str = "targets",
@@ -53,17 +55,22 @@ def check_targets(targets: Any, n: int, num_classes: int | None, name: str = "ta
                         + (f" of dtype {targets.dtype}" if isinstance(targets, Tensor) else ""))
     if targets.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},) to match {what}, got {tuple(targets.shape)}")
-    if num_classes is not None and targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
-        raise ValueError(f"{name} must be class indices in [0, {num_classes}), got range "
-                         f"[{targets.min().item()}, {targets.max().item()}]")
+    if num_classes is not None and targets.numel():
+        low, high = torch.aminmax(targets)
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"{name} must be class indices in [0, {num_classes}), got range "
+                             f"[{low.item()}, {high.item()}]")
 
 
 def check_probs(probs: Any, name: str = "probs", dims: tuple[int, ...] = (2,), layout: str = "(N, C)") -> None:
     """Probabilities: values in ``[0, 1]``, each row (last dimension) summing to 1."""
     check_float_tensor(name, probs, dims, layout)
-    if probs.numel() and (probs.min() < 0 or probs.max() > 1):
+    if not probs.numel():
+        return
+    low, high = torch.aminmax(probs)
+    if low < 0 or high > 1:
         raise ValueError(f"{name} must lie in [0, 1] (pass softmax(logits), not logits), got range "
-                         f"[{probs.min().item():.3g}, {probs.max().item():.3g}]")
+                         f"[{low.item():.3g}, {high.item():.3g}]")
     if probs.numel() and ((probs.sum(-1) - 1).abs() > PROB_SUM_ATOL).any():
         raise ValueError(f"{name} rows must sum to 1 (pass softmax(logits), not logits or one-vs-rest scores)")
 

@@ -53,9 +53,13 @@ def _bin_index(values: Tensor, n_bins: int) -> Tensor:
 
 # ---- Brier score ---------------------------------------------------------------------------------
 def _brier_update(probs: Tensor, targets: Tensor) -> tuple[Tensor, int]:
-    """Sum over samples of the squared distance to the one-hot target, and the sample count."""
-    one_hot = torch.nn.functional.one_hot(targets, probs.shape[1]).to(probs.dtype)
-    return ((probs - one_hot) ** 2).sum(), len(targets)
+    """Sum over samples of the squared distance to the one-hot target, and the sample count.
+
+    ``sum_c (p_c - 1[y = c])^2 = sum_c p_c^2 - 2 p_y + 1``: no one-hot matrix is built.
+    """
+    p_true = probs.gather(1, targets[:, None])
+    total = (probs * probs).sum(dtype=torch.float64) - 2 * p_true.sum(dtype=torch.float64) + len(targets)
+    return total.to(probs.dtype), len(targets)
 
 
 def _brier_compute(sum_squares: Tensor, total: Tensor | int) -> Tensor:
@@ -343,16 +347,29 @@ class AdaptiveCalibrationError(Metric):
 
 
 # ---- classwise ECE -------------------------------------------------------------------------------
+def _bincount(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
+    """Float64 histogram of ``index`` (optionally weighted). ``torch.bincount`` on the CPU (fast);
+    ``scatter_add_`` elsewhere, which has a deterministic CUDA kernel where bincount has none."""
+    if index.device.type == "cpu":
+        return torch.bincount(index, weights=weights, minlength=size).double()
+    return _scatter_count(index, size, weights)
+
+
+def _scatter_count(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
+    out = torch.zeros(size, dtype=torch.float64, device=index.device)
+    ones = torch.ones(len(index), dtype=torch.float64, device=index.device)
+    return out.scatter_add_(0, index, weights.double() if weights is not None else ones)
+
+
 def _classwise_update(probs: Tensor, targets: Tensor, n_bins: int) -> tuple[Tensor, Tensor, Tensor]:
     num_classes = probs.shape[1]
+    size = num_classes * n_bins
     # flat index class * n_bins + bin of every (sample, class) probability
-    index = (_bin_index(probs, n_bins) + torch.arange(num_classes, device=probs.device) * n_bins).flatten()
-    labels = torch.nn.functional.one_hot(targets, num_classes).double().flatten()
-    count = torch.zeros(num_classes * n_bins, dtype=torch.float64, device=probs.device)
-    prob_sum, label_sum = torch.zeros_like(count), torch.zeros_like(count)
-    count.scatter_add_(0, index, torch.ones_like(labels))
-    prob_sum.scatter_add_(0, index, probs.double().flatten())
-    label_sum.scatter_add_(0, index, labels)
+    index = _bin_index(probs, n_bins) + torch.arange(num_classes, device=probs.device) * n_bins
+    count = _bincount(index.flatten(), size)
+    prob_sum = _bincount(index.flatten(), size, weights=probs.flatten().double())
+    # a label is 1 only at (sample, its class): count those cells alone
+    label_sum = _bincount(index.gather(1, targets[:, None]).flatten(), size)
     shape = (num_classes, n_bins)
     return count.view(shape), prob_sum.view(shape), label_sum.view(shape)
 
