@@ -60,6 +60,17 @@ def test_activation_memory_is_what_backward_keeps():
     assert activation_memory_bytes(model, dataset[:batch]) == 4 * batch * sum(sizes), "a slice counts its rows"
 
 
+def test_profiling_leaves_gradients_and_norm_statistics_alone():
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+    model(torch.randn(4, 8)).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    profile_model(model, torch.randn(32, 8) * 5 + 3)
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items()) and not model.training
+
+
 def test_size_on_disk_is_four_bytes_a_parameter_plus_a_small_header():
     model = nn.Linear(500, 400)
     size = model_size_bytes(model)

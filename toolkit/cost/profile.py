@@ -107,19 +107,18 @@ def count_flops(model: nn.Module, example: Tensor, backward: bool = False) -> fl
     """
     _check_model(model)
     _check_example(example)
-    was_training = model.training
-    model.train(backward)
-    try:
+    if backward:  # a copy in train mode: the model's gradients and norm statistics stay untouched
+        work = copy.deepcopy(model).train()
         with FlopCounterMode(display=False) as counter:
-            if backward:
-                _run_example(model, example).float().sum().backward()
-            else:
-                with torch.no_grad():
-                    _run_example(model, example)
+            _run_example(work, example).float().sum().backward()
+        return counter.get_total_flops() / len(example)
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            _run_example(model, example)
     finally:
         model.train(was_training)
-        if backward:
-            model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / len(example)
 
 
@@ -129,10 +128,12 @@ def activation_memory_bytes(model: nn.Module, example: Tensor) -> int:
     This is the memory training needs on top of the weights, gradients and optimizer state, and it
     grows linearly with the batch size. A tensor saved twice (a ReLU output that is also the next
     layer's input) counts once; the parameters themselves are not counted. Measured with
-    ``torch.autograd.graph.saved_tensors_hooks`` in the model's current mode (train or eval).
+    ``torch.autograd.graph.saved_tensors_hooks`` on a copy of the model in train mode (the model's
+    norm statistics stay untouched).
     """
     _check_model(model)
     _check_example(example)
+    model = copy.deepcopy(model).train()
     param_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: dict[tuple[int, int], int] = {}
 
@@ -170,12 +171,7 @@ def profile_model(model: nn.Module, example: Tensor) -> pd.Series:
     size on disk, as one pandas Series (stack several with ``pd.DataFrame({...})``)."""
     _check_model(model)
     _check_example(example)
-    was_training = model.training
-    model.train()
-    try:
-        activation = activation_memory_bytes(model, example) / len(example)
-    finally:
-        model.train(was_training)
+    activation = activation_memory_bytes(model, example) / len(example)
     return pd.Series({
         "parameters": count_parameters(model),
         "flops_per_sample": count_flops(model, example),
