@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from scipy.special import log_softmax, rel_entr, softmax
 from torch import nn
 

@@ -31,8 +31,8 @@ from pytorch_lightning.callbacks import ModelPruning
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-__all__ = ["BACKENDS", "PRUNABLE_LAYERS", "LowPrecision", "PruneOnce", "compile_model", "has_c_compiler", "prunable_weights",
-           "prune_model", "pruning_callback", "quantize_int8", "weight_sparsity"]
+__all__ = ["BACKENDS", "PRUNABLE_LAYERS", "LowPrecision", "PruneOnce", "compile_model", "has_c_compiler",
+           "prunable_weights", "prune_model", "pruning_callback", "quantize_int8", "weight_sparsity"]
 
 BACKENDS = ("torchao", "eager")
 QUANTIZABLE_LAYERS = (nn.Linear,)
