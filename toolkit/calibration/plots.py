@@ -47,9 +47,9 @@ def plot_reliability_diagram(probs: Tensor, targets: Tensor, n_bins: int = 15,
     top.set(ylim=(0, 1), xlim=(0, 1), ylabel="accuracy",
             title=f"{title + ': ' if title else ''}ECE {bins.ece.item():.3f}")
     top.legend(loc="upper left", fontsize="small")
-    sns.barplot(x=centres, y=bins.count.numpy() / bins.count.sum().item(), native_scale=True, width=width,
-                color="0.5", ax=bottom)
-    bottom.set(xlim=(0, 1), xlabel="confidence (max probability)", ylabel="share")
+    share = bins.count.numpy() / bins.count.sum().item()
+    bottom.bar(centres, share, width=width, color="0.55", edgecolor="0.2")
+    bottom.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="share")
     return top, bottom
 
 
