@@ -42,3 +42,16 @@ def global_norm(grads: list[Tensor]) -> Tensor:
         return torch.zeros(())
     norms = torch._foreach_norm(grads)
     return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+
+
+def log_metrics(trainer, metrics: dict[str, float]) -> None:
+    """Send ``metrics`` to the Trainer's loggers, on rank zero, every ``log_every_n_steps`` steps.
+
+    Straight to the loggers rather than through ``LightningModule.log``, whose per-call bookkeeping
+    (~1 ms on a CPU) would cost more than the callbacks' own work.
+    """
+    step = trainer.global_step
+    if not trainer.loggers or not trainer.is_global_zero or step % max(1, trainer.log_every_n_steps) != 0:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=step)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from toolkit.stability._checks import check_names, check_positive_float
+from toolkit.stability._checks import check_names, check_positive_float, log_metrics
 
 __all__ = ["AdaptiveGradientClipping", "adaptive_clip_grad_", "unitwise_norm"]
 
@@ -32,7 +32,7 @@ def adaptive_clip_grad_(parameters: Iterable[Tensor], clip_factor: float = 0.01,
     ``G_i <- clip_factor * ||W_i||* / ||G_i|| * G_i`` if ``||G_i|| / ||W_i||* > clip_factor``.
 
     Args:
-        parameters: tensors with ``.grad`` (those without are left out).
+        parameters: tensors with ``.grad`` (those without one are left out).
         clip_factor: the largest allowed ratio of gradient to weight norm, ``> 0`` (the paper uses
             0.01-0.16 depending on batch size).
         eps: the smallest weight norm, ``> 0``, so zero-initialized units can still move.
@@ -47,17 +47,18 @@ def adaptive_clip_grad_(parameters: Iterable[Tensor], clip_factor: float = 0.01,
     """
     check_positive_float("clip_factor", clip_factor)
     check_positive_float("eps", eps)
-    clipped = 0
+    clipped = None
     for param in parameters:
-        if param.grad is None:
+        grad = param.grad
+        if grad is None:
             continue
-        max_norm = unitwise_norm(param).clamp(min=eps) * clip_factor
-        grad_norm = unitwise_norm(param.grad)
-        too_big = grad_norm > max_norm
-        scale = torch.where(too_big, max_norm / grad_norm.clamp(min=torch.finfo(grad_norm.dtype).tiny), 1.0)
-        param.grad.mul_(scale.to(param.grad.dtype))
-        clipped += int(too_big.sum())
-    return clipped
+        # few, in-place ops per tensor: on small models the cost is per op, not per element
+        max_norm = unitwise_norm(param).clamp_(min=eps).mul_(clip_factor)
+        scale = max_norm.div_(unitwise_norm(grad).clamp_(min=torch.finfo(grad.dtype).tiny)).clamp_(max=1.0)
+        grad.mul_(scale)
+        count = (scale < 1.0).sum()
+        clipped = count if clipped is None else clipped + count
+    return 0 if clipped is None else int(clipped)
 
 
 class AdaptiveGradientClipping(pl.Callback):
@@ -89,16 +90,20 @@ class AdaptiveGradientClipping(pl.Callback):
         self.exclude = check_names("exclude", exclude)
         self.steps = 0
         self.clipped_units = 0
+        self._params: list[Tensor] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._params = self._selected(pl_module)  # walking the module tree every step is slow
 
     def _selected(self, module: nn.Module) -> list[Tensor]:
         return [p for name, p in module.named_parameters() if not any(part in name for part in self.exclude)]
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Optimizer) -> None:
-        self.clipped_units += adaptive_clip_grad_(self._selected(pl_module), self.clip_factor, self.eps)
+        self.clipped_units += adaptive_clip_grad_(self._params or self._selected(pl_module), self.clip_factor,
+                                                  self.eps)
         self.steps += 1
-        pl_module.log("agc_clipped_units", float(self.clipped_units), on_step=True, on_epoch=False,
-                      rank_zero_only=True)
+        log_metrics(trainer, {"agc_clipped_units": float(self.clipped_units)})
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "clipped_units": self.clipped_units}

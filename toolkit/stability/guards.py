@@ -13,7 +13,8 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from toolkit.stability._checks import check_open_unit, check_positive_float, check_positive_int, global_norm, grads_of
+from toolkit.stability._checks import (check_open_unit, check_positive_float, check_positive_int, global_norm,
+                                      grads_of, log_metrics)
 
 __all__ = ["LossSpikeGuard", "NonFiniteGuard", "POLICIES", "skip_optimizer_step"]
 
@@ -93,6 +94,10 @@ class NonFiniteGuard(pl.Callback):
         self._loss_finite = True
         self._snapshot: dict[str, Any] | None = None
         self._snapshot_step = -1
+        self._params: list[nn.Parameter] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._params = list(pl_module.parameters())  # walking the module tree every step is slow
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         self._loss_finite = self._loss_finite and bool(torch.isfinite(loss.detach()).all())
@@ -101,7 +106,7 @@ class NonFiniteGuard(pl.Callback):
                                  optimizer: Optimizer) -> None:
         loss_finite, self._loss_finite = self._loss_finite, True
         with torch.no_grad():
-            grads_finite = bool(torch.isfinite(global_norm(grads_of(pl_module.parameters()))))
+            grads_finite = bool(torch.isfinite(global_norm(grads_of(self._params or pl_module.parameters()))))
         bad = _any_rank(trainer, not (loss_finite and grads_finite))
         step = trainer.global_step
         if not bad:
@@ -124,8 +129,7 @@ class NonFiniteGuard(pl.Callback):
                                  f"({reason})")
             rank_zero_warn(self.stop_message)
         skip_optimizer_step(pl_module)
-        pl_module.log_dict({"nonfinite_skipped": float(self.skipped), "nonfinite_rollbacks": float(self.rollbacks)},
-                           on_step=True, on_epoch=False, rank_zero_only=True)
+        log_metrics(trainer, {"nonfinite_skipped": float(self.skipped), "nonfinite_rollbacks": float(self.rollbacks)})
 
     @staticmethod
     def _first_bad_parameter(module: nn.Module) -> str:
@@ -245,7 +249,7 @@ class LossSpikeGuard(pl.Callback):
         self.skipped += 1
         self.skipped_steps.append(trainer.global_step)
         skip_optimizer_step(pl_module)
-        pl_module.log("spike_skipped", float(self.skipped), on_step=True, on_epoch=False, rank_zero_only=True)
+        log_metrics(trainer, {"spike_skipped": float(self.skipped)})
 
     def state_dict(self) -> dict[str, Any]:
         return {"losses": list(self.losses), "skipped": self.skipped, "consecutive": self.consecutive,

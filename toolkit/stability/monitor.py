@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.optim import Optimizer
 
-from toolkit.stability._checks import check_positive_int, global_norm, grads_of
+from toolkit.stability._checks import check_positive_int, global_norm, log_metrics
 
 __all__ = ["GradientNormMonitor"]
 
@@ -28,7 +28,7 @@ class GradientNormMonitor(pl.Callback):
     gradients. This monitor is cheap by default (one fused norm per step) and keeps a history.
 
     Under DDP the gradients are already all-reduced when the hook runs, so every rank computes the
-    same norms; only rank zero logs.
+    same norms; only rank zero logs (to the Trainer's loggers, every ``log_every_n_steps`` steps).
 
     Args:
         layer_every_n_steps: interval of the per-parameter norms, ``>= 1``.
@@ -48,20 +48,24 @@ class GradientNormMonitor(pl.Callback):
         self.log = bool(log)
         self.history: list[tuple[int, float]] = []
         self.layer_history: list[tuple[int, dict[str, float]]] = []
+        self._named: list[tuple[str, torch.nn.Parameter]] = []
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._named = list(pl_module.named_parameters())  # walking the module tree every step is slow
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Optimizer) -> None:
         step = trainer.global_step
-        named = [(name, p) for name, p in pl_module.named_parameters() if p.grad is not None]
+        named = [(name, p) for name, p in (self._named or pl_module.named_parameters()) if p.grad is not None]
         with torch.no_grad():
-            norm = global_norm(grads_of(p for _, p in named))
+            norm = global_norm([p.grad for _, p in named])
             self.history.append((step, float(norm)))
             if step % self.layer_every_n_steps == 0:
                 chosen = [(name, p.grad) for name, p in named if p.ndim > 1 or not self.weights_only]
                 norms = torch._foreach_norm([g for _, g in chosen]) if chosen else []
                 self.layer_history.append((step, {name: float(n) for (name, _), n in zip(chosen, norms)}))
         if self.log:
-            pl_module.log("grad_norm", norm, on_step=True, on_epoch=False, rank_zero_only=True)
+            log_metrics(trainer, {"grad_norm": self.history[-1][1]})
 
     def frame(self) -> pd.DataFrame:
         """The global norm per step: columns ``step``, ``grad_norm``."""
