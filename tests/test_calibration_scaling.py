@@ -196,3 +196,22 @@ def test_callback_without_a_validation_loader_raises():
     with pytest.raises(ValueError, match="needs a validation set"):
         _trainer(TemperatureScalingCallback(), max_epochs=1).fit(
             _Tiny(), TensorBatchLoader(x_train, y_train, batch_size=32))
+
+
+def test_callback_calibrates_a_classifier_module_trained_with_fit():
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    from toolkit.data import DigitsDataModule
+    from toolkit.models import MLP
+    from toolkit.training import ClassifierModule, fit, predict_logits
+
+    dm = DigitsDataModule(flatten=True, train_fraction=0.2, batch_size=128)
+    callback = TemperatureScalingCallback()
+    result = fit(lambda: ClassifierModule(MLP(64, 10, hidden_sizes=(32,)), num_classes=10, lr=1e-2), dm,
+                 max_epochs=3, callbacks=[callback], enable_checkpointing=False)
+    x_test, y_test = dm.tensors("test")
+    raw = result.module.backbone(x_test).detach()
+    calibrated = predict_logits(result.module, dm.test_dataloader())
+    torch.testing.assert_close(calibrated, raw / callback.temperature)
+    expected_ece = multiclass_calibration_error(calibrated.softmax(1), y_test, 10, n_bins=15).item()
+    assert result.metrics["test_ece"] == pytest.approx(expected_ece, abs=1e-6), "fit's test loop saw calibrated logits"
