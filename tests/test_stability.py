@@ -162,7 +162,8 @@ def test_rollback_scales_the_whole_lr_schedule():
         model = lambda: Poisoned(MLP(64, 10, hidden_sizes=(16,)), 10, lr=0.01, schedule="warmup_cosine",  # noqa: E731
                                  warmup_fraction=0.3)
         fit(model, data, max_epochs=2, callbacks=[NonFiniteGuard("rollback", lr_factor=0.5, snapshot_every_n_steps=1),
-                                                  recorder], test=False, enable_checkpointing=False, limit_val_batches=0)
+                                                  recorder], test=False, enable_checkpointing=False,
+            limit_val_batches=0)
         return recorder.lrs
 
     clean, rolled = run(poison=-1), run(poison=4)
@@ -305,7 +306,8 @@ def test_adaptive_clip_grad_matches_the_paper_unitwise(shape, clip_factor):
     weight = torch.randn(shape, generator=generator)
     weight[0] = 0.0  # a zero unit: the eps floor decides
     param = nn.Parameter(weight)
-    param.grad = torch.randn(shape, generator=generator) * torch.logspace(-3, 1, shape[0]).reshape(-1, *[1] * (len(shape) - 1))
+    unit_scale = torch.logspace(-3, 1, shape[0]).reshape(-1, *[1] * (len(shape) - 1))  # some units clip, some not
+    param.grad = torch.randn(shape, generator=generator) * unit_scale
     expected, expected_count = _agc_paper(param.detach(), param.grad.clone(), clip_factor, 1e-3)
     clipped = adaptive_clip_grad_([param], clip_factor=clip_factor, eps=1e-3)
     torch.testing.assert_close(param.grad, expected, rtol=1e-5, atol=1e-7)

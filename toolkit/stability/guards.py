@@ -146,7 +146,8 @@ class NonFiniteGuard(pl.Callback):
     def _rollback(self, trainer: pl.Trainer, module: nn.Module, optimizer: Optimizer) -> None:
         module.load_state_dict(self._snapshot["model"])
         # the scheduler is not rolled back, so the groups keep their current learning rates (scaled)
-        current = [{key: group[key] for key in ("lr", "initial_lr") if key in group} for group in optimizer.param_groups]
+        current = [{key: group[key] for key in ("lr", "initial_lr") if key in group}
+                   for group in optimizer.param_groups]
         # a copy: load_state_dict may alias the tensors it is given, and the step would then edit the snapshot
         optimizer.load_state_dict(copy.deepcopy(self._snapshot["optimizer"]))
         for group, rates in zip(optimizer.param_groups, current):
