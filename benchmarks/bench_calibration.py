@@ -49,7 +49,8 @@ def metric_times() -> dict[str, float]:
     probs = (3 * torch.randn(NUM_SAMPLES, NUM_CLASSES, generator=g)).softmax(1)
     targets = torch.randint(0, NUM_CLASSES, (NUM_SAMPLES,), generator=g)
     builders = {
-        "torchmetrics MulticlassCalibrationError (reference)": lambda: MulticlassCalibrationError(NUM_CLASSES, n_bins=N_BINS),
+        "torchmetrics MulticlassCalibrationError (reference)":
+            lambda: MulticlassCalibrationError(NUM_CLASSES, n_bins=N_BINS),
         "ReliabilityDiagram": lambda: ReliabilityDiagram(n_bins=N_BINS),
         "AdaptiveCalibrationError": lambda: AdaptiveCalibrationError(n_bins=N_BINS),
         "ClasswiseCalibrationError": lambda: ClasswiseCalibrationError(NUM_CLASSES, n_bins=N_BINS),
@@ -104,7 +105,8 @@ def main() -> None:
     ours, ref, t_ours, t_ref = temperature_times()
     verdict = "within" if ours < TS_TARGET_S else "OVER"
     print(f"\ntemperature fitting on {TS_SAMPLES:,} x {NUM_CLASSES} logits (median of {TS_REPEATS}):")
-    print(f"  TemperatureScaling.fit (LBFGS)   {ours * 1e3:8.1f} ms  T={t_ours:.4f}  ({verdict} the {TS_TARGET_S} s target)")
+    print(f"  TemperatureScaling.fit (LBFGS)   {ours * 1e3:8.1f} ms  T={t_ours:.4f}  "
+          f"({verdict} the {TS_TARGET_S} s target)")
     print(f"  scipy bounded scalar search      {ref * 1e3:8.1f} ms  T={t_ref:.4f}")
     print(f"  ratio ours / scipy               {ours / ref:8.2f}x")
 

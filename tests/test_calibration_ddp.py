@@ -60,7 +60,8 @@ SCRIPT = textwrap.dedent('''
     x_val, y_val = blobs(301, 1)  # odd: the two shards differ in size
     module, callback = Tiny(), TemperatureScalingCallback()
     trainer = pl.Trainer(max_epochs=2, strategy="ddp", devices=2, accelerator="cpu", logger=False,
-                         callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+                         callbacks=[callback], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
     trainer.fit(module, TensorBatchLoader(x_train, y_train, batch_size=32, shuffle=True),
                 TensorBatchLoader(x_val, y_val, batch_size=50, pad=False))
     with torch.no_grad():

@@ -157,7 +157,8 @@ def test_classwise_ece_is_the_mean_of_torchmetrics_binary_ece_per_class(n, c, n_
 
 def test_nll_equals_cross_entropy_and_sklearn_log_loss():
     g = torch.Generator().manual_seed(0)
-    logits, targets = 2 * torch.randn(250, 6, generator=g, dtype=torch.float64), torch.randint(0, 6, (250,), generator=g)
+    logits = 2 * torch.randn(250, 6, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, 6, (250,), generator=g)
     probs = logits.softmax(1)
     expected = F.cross_entropy(logits, targets).item()
     assert negative_log_likelihood(probs, targets).item() == pytest.approx(expected, rel=1e-9)
@@ -208,7 +209,8 @@ def test_bin_index_equals_torchmetrics_bucketize_rule_even_on_boundaries():
 
     for n_bins in (1, 7, 10, 15):
         edges = torch.linspace(0, 1, n_bins + 1)
-        values = torch.cat([edges, torch.nextafter(edges, torch.tensor(2.0)), torch.nextafter(edges, torch.tensor(-1.0)),
+        above, below = torch.nextafter(edges, torch.tensor(2.0)), torch.nextafter(edges, torch.tensor(-1.0))
+        values = torch.cat([edges, above, below,
                             torch.rand(1000, generator=torch.Generator().manual_seed(n_bins))]).clamp(0, 1)
         expected = (torch.bucketize(values, edges, right=True) - 1).clamp(0, n_bins - 1)
         assert torch.equal(_bin_index(values, n_bins), expected), n_bins
