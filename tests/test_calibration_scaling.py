@@ -215,3 +215,20 @@ def test_callback_calibrates_a_classifier_module_trained_with_fit():
     torch.testing.assert_close(calibrated, raw / callback.temperature)
     expected_ece = multiclass_calibration_error(calibrated.softmax(1), y_test, 10, n_bins=15).item()
     assert result.metrics["test_ece"] == pytest.approx(expected_ece, abs=1e-6), "fit's test loop saw calibrated logits"
+
+
+def test_callback_rejects_a_module_whose_forward_does_not_return_logits():
+    class DictOutput(_Tiny):
+        def forward(self, x):
+            return {"logits": self.net(x)}
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self(batch[0])["logits"], batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+    x, y = _blobs(64, 0)
+    with pytest.raises(TypeError, match="forward returns a tensor of logits"):
+        _trainer(TemperatureScalingCallback(), max_epochs=1).fit(
+            DictOutput(), TensorBatchLoader(x, y, batch_size=32), TensorBatchLoader(x, y, batch_size=32))

@@ -21,6 +21,13 @@ def _as_batches(loaders: Any) -> list:
     return list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
 
 
+def _checked_logits(output: Any) -> Tensor:
+    if not isinstance(output, Tensor) or not output.is_floating_point():
+        raise TypeError("TemperatureScalingCallback needs a module whose forward returns a tensor of logits, "
+                        f"got {type(output).__name__}")
+    return output
+
+
 class TemperatureScalingCallback(pl.Callback):
     """Fit :class:`TemperatureScaling` on the validation logits at the end of ``fit``; then the module's
     forward returns ``logits / T``, so its test metrics, ``predict_step`` and softmax are calibrated.
@@ -96,15 +103,15 @@ class TemperatureScalingCallback(pl.Callback):
                         raise TypeError("TemperatureScalingCallback expects validation batches "
                                         f"(inputs, targets, ...), got {type(batch).__name__}")
                     inputs = batch[0].to(pl_module.device)
-                    all_logits.append(pl_module(inputs).detach().float().cpu())
+                    all_logits.append(_checked_logits(pl_module(inputs)).detach().float().cpu())
                     all_targets.append(batch[1].detach().cpu())
         pl_module.train(was_training)
         if not all_logits:
             return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
         return torch.cat(all_logits), torch.cat(all_targets)
 
-    def _hook(self, module: torch.nn.Module, args: Any, output: Tensor) -> Tensor:
-        return self.calibrator.scale(output)
+    def _hook(self, module: torch.nn.Module, args: Any, output: Any) -> Tensor:
+        return self.calibrator.scale(_checked_logits(output))
 
     def _attach(self, pl_module: pl.LightningModule) -> None:
         self._detach()
