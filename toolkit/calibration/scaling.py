@@ -43,6 +43,13 @@ def _minimize_lbfgs(params: list[Tensor], loss_fn: Callable[[], Tensor], max_ite
     optimizer.step(closure)
 
 
+def _minimize_lbfgs_closure(params: list[Tensor], loss_and_grad: Callable[[], Tensor], max_iter: int) -> None:
+    """LBFGS (strong-Wolfe line search) with a closure that sets ``.grad`` itself and returns the loss."""
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-10, tolerance_change=1e-12, history_size=20)
+    optimizer.step(loss_and_grad)
+
+
 class _Calibrator(nn.Module):
     """Shared plumbing: input checks, ``predict_proba``, ``is_fitted``."""
 
@@ -110,9 +117,22 @@ class TemperatureScaling(_Calibrator):
         """Fit ``T`` on ``(N, C)`` logits and ``(N,)`` class indices (a validation set); returns ``self``."""
         self._check_fit_inputs(logits, targets)
         logits64 = logits.detach().double()
-        targets = targets.to(logits.device)
+        true_logit_mean = logits64.gather(1, targets.to(logits.device)[:, None]).mean()
         log_t = torch.zeros((), dtype=torch.float64, device=logits.device, requires_grad=True)
-        _minimize_lbfgs([log_t], lambda: F.cross_entropy(logits64 / log_t.exp(), targets), self.max_iter)
+
+        def nll_and_grad() -> Tensor:
+            # NLL(beta) = mean(logsumexp(beta z) - beta z_y) with beta = 1/T = exp(-log_t), and its
+            # closed-form gradient dNLL/dlog_t = -beta mean(E_softmax[z] - z_y): no autograd graph
+            # over the N x C logits, which halves the passes over them
+            with torch.no_grad():
+                beta = torch.exp(-log_t)
+                scaled = logits64 * beta
+                lse = torch.logsumexp(scaled, dim=1)
+                expected_logit = (torch.exp(scaled - lse[:, None]) * logits64).sum(1).mean()
+                log_t.grad = -beta * (expected_logit - true_logit_mean)
+                return lse.mean() - beta * true_logit_mean
+
+        _minimize_lbfgs_closure([log_t], nll_and_grad, self.max_iter)
         self.log_temperature.copy_(log_t.detach())
         self.is_fitted = True
         return self
