@@ -14,6 +14,7 @@ of a sample by the same positive number.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import numpy as np
@@ -50,7 +51,7 @@ def _minimize_lbfgs_closure(params: list[Tensor], loss_and_grad: Callable[[], Te
     optimizer.step(loss_and_grad)
 
 
-class _Calibrator(nn.Module):
+class _Calibrator(nn.Module, abc.ABC):
     """Shared plumbing: input checks, ``predict_proba``, ``is_fitted``."""
 
     requires_fit = False  # scaling methods start at the identity; binning methods have no identity
@@ -72,8 +73,9 @@ class _Calibrator(nn.Module):
         if self.num_classes is not None and logits.shape[1] != self.num_classes:
             raise ValueError(f"logits must have num_classes={self.num_classes} columns, got {logits.shape[1]}")
 
-    def fit(self, logits: Tensor, targets: Tensor) -> _Calibrator:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def fit(self, logits: Tensor, targets: Tensor) -> _Calibrator:
+        """Fit the calibrator on held-out ``logits`` ``(N, C)`` and ``targets`` ``(N,)``; return self."""
 
     def predict_proba(self, logits: Tensor) -> Tensor:
         """Calibrated probabilities ``(N, C)``: ``softmax(self(logits))``."""
