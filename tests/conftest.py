@@ -13,3 +13,16 @@ def _runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     runs = tmp_path / "runs"
     monkeypatch.setenv("TOOLKIT_RUNS_DIR", str(runs))
     return runs
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The models under test are tiny: one thread is as fast on a quiet machine and far faster on a
+    busy one (a parallel kernel waits for a core another program holds). Processes the tests start
+    (DDP workers, notebook kernels) keep torch's default."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,11 +14,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 from toolkit.data import TensorBatchLoader
 from toolkit.training import ClassifierModule
 
-
-def _trainer(**kwargs):
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
-    return pl.Trainer(**(defaults | kwargs))
+from _helpers import quiet_trainer as _trainer
 
 
 def _blobs(n=300, features=6, classes=4, seed=0):
@@ -136,6 +132,7 @@ def test_targets_out_of_range_fail_clearly():
     ({"warmup_fraction": 1.0}, "warmup_fraction"), ({"num_classes": 1}, "num_classes"),
     ({"ece_bins": 0}, "ece_bins"),
 ])
+
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         ClassifierModule(nn.Linear(6, 4), **({"num_classes": 4} | kwargs))

@@ -14,11 +14,7 @@ from toolkit.regularization import (ConcreteDropout, DropBlock2d, DropBlockSched
                                     VariationalLinear, mixup, sparsity)
 from toolkit.training import ClassifierModule
 
-
-def _trainer(**kwargs):
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
-    return pl.Trainer(**(defaults | kwargs))
+from _helpers import quiet_trainer as _trainer
 
 
 def _blobs(n=300, features=6, classes=4, seed=0):
@@ -146,6 +142,7 @@ def test_bad_module_arguments_raise_value_error_naming_them(kwargs, name):
     (dict(drop_prob=1.0), "drop_prob"), (dict(start_drop_prob=-0.1), "start_drop_prob"),
     (dict(ramp_fraction=0), "ramp_fraction"),
 ])
+
 def test_bad_schedule_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         DropBlockSchedule(**kwargs)

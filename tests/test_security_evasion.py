@@ -9,14 +9,6 @@ from toolkit.data import DigitsDataModule, TensorBatchLoader
 from toolkit.security import fgsm, pgd, robust_accuracy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is as fast on a quiet machine and much faster on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 RANGE = (-0.6, 2.4)  # a normalized input range: pixel 0 -> -0.6, pixel 1 -> 2.4 (scale 3)
 
 

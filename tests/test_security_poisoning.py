@@ -11,15 +11,6 @@ from toolkit.security import (PoisonedDataModule, add_trigger, attack_success_ra
                               penultimate_activations, spectral_signatures)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is as fast on a quiet machine and much faster on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def base():
     dm = DigitsDataModule(image_size=8, flatten=True)

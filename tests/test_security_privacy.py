@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
@@ -14,20 +13,7 @@ from toolkit.models import MLP
 from toolkit.security import (DPClassifierModule, PoissonBatchLoader, membership_auc, membership_inference,
                               per_sample_loss)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is as fast on a quiet machine and much faster on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _trainer(**kwargs):
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
-    return pl.Trainer(**(defaults | kwargs))
+from _helpers import quiet_trainer as _trainer
 
 
 def test_membership_auc_equals_sklearn_with_ties():
@@ -98,6 +84,7 @@ def test_dp_module_logs_the_accountants_epsilon():
     x, y = torch.randn(200, 4), torch.randint(0, 2, (200,))
     module = DPClassifierModule(MLP(4, 2, hidden_sizes=(8,)), num_classes=2, noise_multiplier=1.1,
                                 max_grad_norm=1.0, delta=1e-3)
+
     trainer = _trainer(max_epochs=2)
     trainer.fit(module, PoissonBatchLoader(x, y, sample_rate=0.1, seed=0))
     oracle = RDPAccountant()

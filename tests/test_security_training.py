@@ -11,20 +11,7 @@ from toolkit.models import MLP
 from toolkit.security import AdversarialClassifierModule, RobustAccuracyCallback, fgsm, pgd, robust_accuracy
 from toolkit.training import ClassifierModule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is as fast on a quiet machine and much faster on a busy one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _trainer(**kwargs):
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                    enable_progress_bar=False, enable_model_summary=False)
-    return pl.Trainer(**(defaults | kwargs))
+from _helpers import quiet_trainer as _trainer
 
 
 @pytest.mark.parametrize("attack", ["pgd", "fgsm_rs"])
@@ -113,6 +100,7 @@ def test_adversarial_module_refuses_bad_settings(kwargs, name):
 @pytest.mark.parametrize("kwargs, name", [(dict(epsilon=0.0), "epsilon"), (dict(epsilon=0.1, every_n_epochs=0),
                                                                            "every_n_epochs"),
                                           (dict(epsilon=0.1, attack="cw"), "attack")])
+
 def test_callback_refuses_bad_settings(kwargs, name):
     with pytest.raises(ValueError, match=name):
         RobustAccuracyCallback(**kwargs)
