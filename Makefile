@@ -4,6 +4,7 @@
 #   make lab      JupyterLab on notebooks/
 #   make bench    speed and memory figures (benchmarks/)
 #   make render   re-execute the committed notebooks in place after a change
+#   make lock     pin the installed versions into constraints.txt
 # GPU: install a CUDA build of torch into .venv first (see README), then any target.
 
 PYTHON ?= python3
@@ -13,16 +14,16 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup course test unit nbval lab bench render manifests clean
+.PHONY: setup course test unit nbval lab bench render manifests lock clean
 
 setup: $(STAMP)
 
 # torch first, pinned: an unpinned torch pulled in by the other packages may be a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	@$(PY) -m pip install --quiet -e ".[dev]"
+	@$(PY) -m pip install --quiet -e ".[dev]" -c constraints.txt
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV) (torch $$($(PY) -c 'import torch; print(torch.__version__)'))"
 
@@ -49,6 +50,10 @@ bench: setup
 
 manifests: setup
 	@$(PY) scripts/write_manifests.py
+
+# pin what .venv holds now (after an upgrade, then make render and make test)
+lock: setup
+	@{ sed '/^[^#]/,$$d' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v -E '^(#|torch[= ]|triton[= ]|nvidia-)'; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 clean:
 	rm -rf build runs notebooks/runs .pytest_cache

@@ -49,3 +49,32 @@ def test_torch_range_admits_the_cpu_wheel_the_course_installs():
     from packaging.specifiers import SpecifierSet
 
     assert "2.13.0" in SpecifierSet(pyproject_requirements()["torch"])
+
+
+def constraints() -> dict[str, str]:
+    """constraints.txt as {name: pinned version} (comments and blank lines skipped)."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt must pin exact versions (name==version), got {line!r}"
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_constraints_pin_every_dependency_inside_its_declared_range():
+    from packaging.specifiers import SpecifierSet
+
+    pins = constraints()
+    declared = {name.split("[")[0]: spec for name, spec in pyproject_requirements().items() if name != "torch"}
+    unpinned = sorted(set(declared) - set(pins))
+    assert unpinned == [], "dependencies that constraints.txt does not pin (run make lock)"
+    outside = {name: (pins[name], spec) for name, spec in declared.items() if pins[name] not in SpecifierSet(spec)}
+    assert outside == {}, "pins outside pyproject.toml's ranges (pin, range)"
+
+
+def test_constraints_leave_torch_to_the_set_up():
+    # a pinned torch build would make pip replace a CUDA build the reader installed first
+    assert not {"torch", "triton"} & set(constraints())
+    assert not [name for name in constraints() if name.startswith("nvidia-")]
