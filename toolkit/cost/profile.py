@@ -232,8 +232,13 @@ def compare_latency(models: Mapping[str, nn.Module], example: Tensor,
                         model(batches[name])
                     _synchronize(example)
                 times: dict[str, list[float]] = {name: [] for name in models}
-                for _ in range(repeats):
-                    for name, model in models.items():
+                names = list(models)
+                for repeat in range(repeats):
+                    # rotate who goes first, so no model always follows the same neighbour (a slow
+                    # bf16 or compiled model leaves caches and the thread pool in its own state)
+                    shift = repeat % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        model = models[name]
                         model(batches[name])  # warm this model's weights in cache after the others ran
                         _synchronize(example)
                         start = time.perf_counter()
