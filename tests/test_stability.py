@@ -314,6 +314,23 @@ def test_adaptive_clip_grad_matches_the_paper_unitwise(shape, clip_factor):
     assert clipped == expected_count
 
 
+def test_adaptive_clip_grad_over_many_tensors_matches_the_paper_each():
+    # the list is processed in one fused pass: every tensor must still be clipped as if alone
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(5, 7), (5,), (4, 3, 3, 3), (4,), (6, 2)]
+    params = [nn.Parameter(torch.randn(shape, generator=generator)) for shape in shapes]
+    for param in params:
+        param.grad = torch.randn(param.shape, generator=generator) * 0.05
+    frozen = nn.Parameter(torch.randn(3, 3))  # no gradient: skipped, not an error
+    expected = [_agc_paper(p.detach(), p.grad.clone(), 0.02, 1e-3) for p in params]
+    clipped = adaptive_clip_grad_([params[0], frozen, *params[1:]], clip_factor=0.02, eps=1e-3)
+    for param, (grad, _) in zip(params, expected):
+        torch.testing.assert_close(param.grad, grad, rtol=1e-5, atol=1e-7)
+    assert clipped == sum(count for _, count in expected) > 0
+    assert frozen.grad is None
+    assert adaptive_clip_grad_([frozen]) == 0
+
+
 def test_agc_callback_bounds_units_and_spares_excluded():
     class After(pl.Callback):
         ratios, spared = [], []

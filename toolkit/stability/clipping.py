@@ -47,18 +47,23 @@ def adaptive_clip_grad_(parameters: Iterable[Tensor], clip_factor: float = 0.01,
     """
     check_positive_float("clip_factor", clip_factor)
     check_positive_float("eps", eps)
-    clipped = None
-    for param in parameters:
-        grad = param.grad
-        if grad is None:
-            continue
-        # few, in-place ops per tensor: on small models the cost is per op, not per element
-        max_norm = unitwise_norm(param).clamp_(min=eps).mul_(clip_factor)
-        scale = max_norm.div_(unitwise_norm(grad).clamp_(min=torch.finfo(grad.dtype).tiny)).clamp_(max=1.0)
-        grad.mul_(scale)
-        count = (scale < 1.0).sum()
-        clipped = count if clipped is None else clipped + count
-    return 0 if clipped is None else int(clipped)
+    params = [param for param in parameters if param.grad is not None]
+    if not params:
+        return 0
+    grads = [param.grad for param in params]
+    # per-unit norms need one call per tensor; everything after is one fused call over the list
+    # (torch._foreach_*, as torch.nn.utils.clip_grad_norm_ does): on small models the cost is per op
+    scales = [unitwise_norm(param) for param in params]
+    grad_norms = [unitwise_norm(grad) for grad in grads]
+    torch._foreach_clamp_min_(scales, eps)
+    torch._foreach_mul_(scales, clip_factor)  # the largest allowed gradient norm of each unit
+    torch._foreach_clamp_min_(grad_norms, max(torch.finfo(grad.dtype).tiny for grad in grads))
+    torch._foreach_div_(scales, grad_norms)
+    torch._foreach_clamp_max_(scales, 1.0)
+    torch._foreach_mul_(grads, scales)
+    # a unit was clipped where its scale is below 1: count the nonzeros of (scale - 1) (the L0 norm)
+    clipped = torch._foreach_norm(torch._foreach_sub(scales, 1.0), 0)
+    return int(torch.stack(clipped).sum())
 
 
 class AdaptiveGradientClipping(pl.Callback):
