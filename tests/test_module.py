@@ -24,8 +24,11 @@ def _blobs(n=300, features=6, classes=4, seed=0):
     return centers[y] + torch.randn(n, features, generator=g), y
 
 
-def test_logged_test_metrics_equal_sklearn_on_the_same_logits():
-    """Metrics accumulated over several batches equal references computed on all logits at once."""
+@pytest.mark.parametrize("flush_rows", [1, 100, 4096])  # every batch, every 2 batches (64 rows each), once
+def test_logged_test_metrics_equal_sklearn_on_the_same_logits(flush_rows, monkeypatch):
+    """Metrics accumulated over several batches equal references computed on all logits at once,
+    however the buffered batches are grouped into metric updates."""
+    monkeypatch.setattr("toolkit.training.module.METRIC_FLUSH_ROWS", flush_rows)
     torch.manual_seed(0)
     x, y = _blobs()
     module = ClassifierModule(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4)), num_classes=4)
