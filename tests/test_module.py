@@ -45,6 +45,22 @@ def test_logged_test_metrics_equal_sklearn_on_the_same_logits(flush_rows, monkey
     assert results["test_ece"] == pytest.approx(ece.item(), abs=1e-6)
 
 
+def test_an_interrupted_epoch_leaves_nothing_behind_for_the_next_run():
+    """Predictions buffered or accumulated by a run that never reached its epoch end (an exception,
+    a stop) must not leak into the next run's metrics."""
+    torch.manual_seed(0)
+    x, y = _blobs()
+    module = ClassifierModule(nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 4)), num_classes=4)
+    wrong = torch.full((50, 4), -10.0).index_fill_(1, torch.tensor([0]), 10.0)  # 50 confident "class 0"
+    module.update_metrics("test", wrong, torch.full((50,), 3), torch.tensor(9.0))  # buffered, never flushed
+    module.test_metrics["acc"].update(wrong, torch.full((50,), 3))  # and already in the metric state
+    results = _trainer().test(module, TensorBatchLoader(x, y, batch_size=64), verbose=False)[0]
+    with torch.no_grad():
+        expected = (module(x).argmax(1) == y).float().mean().item()
+    assert results["test_acc"] == pytest.approx(expected, abs=1e-6)
+    assert results["test_loss"] < 9.0
+
+
 def test_label_smoothing_loss_follows_its_closed_form():
     eps = 0.2
     module = ClassifierModule(nn.Linear(6, 4), num_classes=4, label_smoothing=eps)

@@ -128,7 +128,7 @@ class ClassifierModule(pl.LightningModule):
         the same (the metrics are sums over samples).
         """
         buffer = self._metric_buffers[stage]
-        buffer.append((logits.detach(), targets.detach(), loss.detach()))
+        buffer.append((logits.detach(), targets.detach(), loss.detach().float().mean()))
         if sum(len(batch_targets) for _, batch_targets, _ in buffer) >= METRIC_FLUSH_ROWS:
             self._flush_metrics(stage)
 
@@ -140,7 +140,7 @@ class ClassifierModule(pl.LightningModule):
         with torch.no_grad():
             logits = torch.cat([batch_logits for batch_logits, _, _ in buffer]).float()
             targets = torch.cat([batch_targets for _, batch_targets, _ in buffer])
-            losses = torch.stack([batch_loss.float() for _, _, batch_loss in buffer])
+            losses = torch.stack([batch_loss for _, _, batch_loss in buffer])
             sizes = torch.tensor([len(batch_targets) for _, batch_targets, _ in buffer], dtype=losses.dtype,
                                  device=losses.device)
             buffer.clear()
@@ -165,6 +165,22 @@ class ClassifierModule(pl.LightningModule):
                       on_step=False, on_epoch=True)
         for metric in metrics.values():
             metric.reset()
+
+    def _start_epoch(self, stage: str) -> None:
+        """Start ``stage``'s metrics empty: a run interrupted mid-epoch (an exception, a stop) never
+        reached the epoch end that flushes and resets them."""
+        self._metric_buffers[stage].clear()
+        for metric in getattr(self, f"{stage}_metrics").values():
+            metric.reset()
+
+    def on_train_epoch_start(self) -> None:
+        self._start_epoch("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_epoch("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_epoch("test")
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch_metrics("train")
