@@ -164,14 +164,14 @@ def bootstrap_ci(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 99
                                         vectorized=True, confidence_level=confidence, method=method,
                                         **{_RNG_ARGUMENT: rng})
     distribution = np.asarray(result.bootstrap_distribution)
-    degenerate = bool(np.ptp(distribution) == 0)
-    for warning in caught:  # scipy's warnings about a degenerate distribution are handled below
-        if not degenerate:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     bad = int((~np.isfinite(distribution)).sum())
     if bad:
         raise ValueError(f"metric was not finite on {bad} of {n_resamples} resamples (e.g. AUROC of a resample "
                          f"with one class); use a larger sample or a metric defined on every resample")
+    degenerate = bool(np.ptp(distribution) == 0)
+    for warning in caught:  # scipy's warnings about a degenerate distribution are handled below
+        if not degenerate:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if degenerate:
         low = high = estimate

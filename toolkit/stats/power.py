@@ -66,7 +66,7 @@ def samples_needed(difference: float, accuracy: float, confidence: float = 0.95,
         The number of test samples (rounded up).
 
     Example:
-        >>> samples_needed(0.25, 0.5, power=0.9)  # R: power.prop.test(p1=.5, p2=.75, power=.9): n = 76.65
+        >>> samples_needed(0.25, 0.5, power=0.9)  # R: power.prop.test(p1=.5, p2=.75, power=.9): n = 76.7
         77
     """
     _check_probability("accuracy", accuracy, open_ends=True)

@@ -89,8 +89,11 @@ def summarize(frame: pd.DataFrame, metrics: str | Sequence[str], by: str | Seque
     table = pd.DataFrame.from_records(records).set_index([*groups, "metric"])
     table.attrs.update(confidence=float(confidence))
     if as_text:
-        wide = table["text"].unstack("metric") if groups else table["text"].to_frame().T.rename(index={"text": "all"})
-        return wide[metrics]
+        if not groups:
+            return table["text"].to_frame().T.rename(index={"text": "all"})[metrics]
+        wide = table["text"].unstack("metric")
+        order = table.index.droplevel("metric").unique()  # groups in order of first appearance
+        return wide.reindex(order)[metrics]
     return table
 
 
