@@ -23,3 +23,8 @@ def test_models_need_only_torch():
 def test_subpackages_load_on_attribute_access():
     loaded = _modules_after("import toolkit; toolkit.training")
     assert "toolkit.training" in loaded
+
+
+def test_stats_needs_neither_torch_nor_matplotlib():
+    loaded = _modules_after("import toolkit.stats")
+    assert "scipy.stats" in loaded and not {"torch", "matplotlib", "pytorch_lightning"} & loaded

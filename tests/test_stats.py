@@ -244,6 +244,7 @@ def test_bootstrap_refuses_a_metric_undefined_on_some_resamples():
     (lambda: bootstrap_ci(lambda c: c.mean(), [1.0, 2.0, 4.0], batched=True), ValueError,
      "one value per resample"),
     (lambda: bootstrap_ci(lambda c: float("nan"), [1.0, 2.0]), ValueError, "not finite on the full sample"),
+    (lambda: bootstrap_ci(lambda c: c[:2], [1.0, 2.0, 3.0]), ValueError, "one number per call, got shape \\(2,\\)"),
 ])
 def test_bootstrap_refuses_bad_input(call, error, match):
     with pytest.raises(error, match=match):

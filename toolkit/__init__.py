@@ -1,7 +1,7 @@
 """toolkit: the companion library of the course.
 
 Subpackages are imported on first use (``toolkit.data``, ``toolkit.models``, ``toolkit.training``,
-``toolkit.plots`` and one per course topic), so ``import toolkit`` stays fast and a project that
+``toolkit.plots``, ``toolkit.stats`` and one per course topic), so ``import toolkit`` stays fast and a project that
 needs only the models never imports Lightning.
 """
 

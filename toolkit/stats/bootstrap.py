@@ -73,6 +73,14 @@ def _as_float_array(value: Any) -> np.ndarray:
     return np.asarray(as_numpy(value), dtype=np.float64)
 
 
+def _scalar(value: Any) -> float:
+    array = _as_float_array(value)
+    if array.size != 1:
+        raise ValueError(f"metric must return one number per call, got shape {array.shape} (for a metric that "
+                         f"evaluates many resamples at once pass batched=True)")
+    return float(array.reshape(()))
+
+
 def bootstrap_ci(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 9999, confidence: float = 0.95,
                  seed: int | np.random.Generator = 0, method: str = "percentile",
                  batched: bool = False) -> BootstrapCI:
@@ -149,7 +157,7 @@ def bootstrap_ci(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 99
                 raise ValueError(f"with batched=True the metric must return one value per resample: given "
                                  f"{rows.shape[0]} resamples it returned shape {values.shape}")
         else:
-            values = np.array([_as_float_array(metric(*(_take(a, row) for a in data))).item() for row in rows])
+            values = np.array([_scalar(metric(*(_take(a, row) for a in data))) for row in rows])
         return values.reshape(index.shape[:-1])
 
     everything = np.arange(n)
