@@ -123,7 +123,8 @@ def bootstrap_ci(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 99
     if not callable(metric):
         raise TypeError(f"metric must be a callable of the arrays, got {type(metric).__name__} {metric!r}")
     if not arrays:
-        raise ValueError("bootstrap_ci needs at least one array after the metric, e.g. bootstrap_ci(metric, y_true, y_prob)")
+        raise ValueError("bootstrap_ci needs at least one array after the metric, "
+                         "e.g. bootstrap_ci(metric, y_true, y_prob)")
     lengths = []
     data = []
     for i, array in enumerate(arrays):
@@ -143,7 +144,8 @@ def bootstrap_ci(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 99
     check_int("n_resamples", n_resamples, 2)
     check_confidence(confidence)
     check_choice("method", method, BOOTSTRAP_METHODS)
-    if not (isinstance(seed, np.random.Generator) or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool))):
+    integer_seed = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if not (integer_seed or isinstance(seed, np.random.Generator)):
         raise TypeError(f"seed must be an int or a numpy.random.Generator, got {type(seed).__name__} {seed!r}")
     if not isinstance(batched, bool):
         raise TypeError(f"batched must be True or False, got {batched!r}")
@@ -163,7 +165,8 @@ def bootstrap_ci(metric: Callable[..., Any], *arrays: Any, n_resamples: int = 99
     everything = np.arange(n)
     estimate = float(statistic(everything))
     if not np.isfinite(estimate):
-        raise ValueError(f"metric is not finite on the full sample (got {estimate}); check the arrays' order and values")
+        raise ValueError(f"metric is not finite on the full sample (got {estimate}); "
+                         f"check the arrays' order and values")
     batch = max(1, min(n_resamples, MAX_BATCH_ELEMENTS // max(1, sum(int(np.prod(a.shape)) for a in data))))
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
     with warnings.catch_warnings(record=True) as caught:

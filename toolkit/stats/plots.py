@@ -56,7 +56,7 @@ def plot_comparison(comparison: pd.DataFrame, ax: Any = None, title: str | None 
     metric, baseline = attrs.get("metric", "metric"), attrs.get("baseline", "baseline")
     confidence = attrs.get("confidence", 0.95)
     if ax is None:
-        ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * len(comparison)))[1]
+        ax = plt.subplots(figsize=(7.0, 1.2 + 0.45 * len(comparison)))[1]
     palette = sns.color_palette("colorblind")
     positions = list(range(len(comparison)))[::-1]  # first method on top
     for y, (_, row) in zip(positions, comparison.iterrows()):
@@ -67,12 +67,13 @@ def plot_comparison(comparison: pd.DataFrame, ax: Any = None, title: str | None 
     ax.set_yticks(positions, [str(name) for name in comparison.index])
     ax.set_ylim(-0.6, len(comparison) - 0.4)
     seeds = comparison["n"].unique() if "n" in comparison.columns else []
-    over = f" over {seeds[0]} paired seeds" if len(seeds) == 1 else " over paired seeds"
+    over = f"{seeds[0]} paired seeds" if len(seeds) == 1 else "paired seeds"
     ax.set_xlabel(xlabel if xlabel is not None else
-                  f"{metric_label(metric)} minus {baseline!s}{over} ({confidence:.0%} CI)")
+                  f"{metric_label(metric)} minus {baseline!s}\n({confidence:.0%} CI over {over})")
     ax.set_ylabel(str(comparison.index.name or ""))
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), loc="best", fontsize="small", frameon=True)
+    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+              frameon=False)
     ax.set_title(title if title is not None else f"{metric_label(metric)}: difference to {baseline!s}")
     return ax

@@ -93,7 +93,7 @@ def detectable_difference(n: int, accuracy: float, confidence: float = 0.95, pow
         confidence, power: as in ``samples_needed``.
 
     Example:
-        >>> round(detectable_difference(50, 0.5, power=0.9), 4)  # R: power.prop.test(n=50, p1=.5, power=.9): p2 = 0.8026
+        >>> round(detectable_difference(50, 0.5, power=0.9), 4)  # R's power.prop.test: p2 = 0.8026
         0.3026
     """
     check_int("n", n, 1)
