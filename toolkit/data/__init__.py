@@ -3,6 +3,8 @@
 from toolkit.data.base import ArrayDataModule
 from toolkit.data.digits import IMAGE_SIZES, DigitsDataModule
 from toolkit.data.loader import TensorBatchLoader
+from toolkit.data.mnist1d import (MNIST1D_CORRUPTIONS, MNIST1D_SHIFT_LEVELS, MNIST1DDataModule, make_mnist1d,
+                                  mnist1d_cache_dir)
 from toolkit.data.shift import CORRUPTIONS, SEVERITIES, corrupt
 from toolkit.data.splits import build_manifest, check_manifest, stratified_split, stratified_subsample
 from toolkit.data.tabular import BreastCancerDataModule, MoonsDataModule
@@ -13,12 +15,17 @@ __all__ = [
     "CORRUPTIONS",
     "DigitsDataModule",
     "IMAGE_SIZES",
+    "MNIST1DDataModule",
+    "MNIST1D_CORRUPTIONS",
+    "MNIST1D_SHIFT_LEVELS",
     "MoonsDataModule",
     "SEVERITIES",
     "TensorBatchLoader",
     "build_manifest",
     "check_manifest",
     "corrupt",
+    "make_mnist1d",
+    "mnist1d_cache_dir",
     "stratified_split",
     "stratified_subsample",
 ]

@@ -121,12 +121,15 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         assert self._splits is not None
         return self._splits
 
+    def manifest_settings(self) -> dict[str, Any]:
+        """The settings a manifest records (subclasses add theirs, e.g. a generator's arguments)."""
+        return {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                "train_fraction": self.train_fraction, "seed": self.seed}
+
     def manifest(self) -> dict[str, Any]:
         """The split manifest: sizes, class counts, indices and SHA-256 of every split."""
         x, y = self.load_arrays()
-        settings = {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
-                    "train_fraction": self.train_fraction, "seed": self.seed}
-        return build_manifest(self.name, x, y, self.split_indices, settings)
+        return build_manifest(self.name, x, y, self.split_indices, self.manifest_settings())
 
     def loader(self, *tensors: Tensor, train: bool = False) -> TensorBatchLoader:
         """A loader with this module's settings over any tensors (e.g. a shifted test set).
