@@ -2,6 +2,7 @@
 
 from toolkit.data.base import ArrayDataModule
 from toolkit.data.digits import IMAGE_SIZES, DigitsDataModule
+from toolkit.data.label_noise import LABEL_NOISE_KINDS, flip_labels
 from toolkit.data.loader import TensorBatchLoader
 from toolkit.data.mnist1d import (MNIST1D_CORRUPTIONS, MNIST1D_SHIFT_LEVELS, MNIST1DDataModule, make_mnist1d,
                                   mnist1d_cache_dir)
@@ -15,6 +16,7 @@ __all__ = [
     "CORRUPTIONS",
     "DigitsDataModule",
     "IMAGE_SIZES",
+    "LABEL_NOISE_KINDS",
     "MNIST1DDataModule",
     "MNIST1D_CORRUPTIONS",
     "MNIST1D_SHIFT_LEVELS",
@@ -24,6 +26,7 @@ __all__ = [
     "build_manifest",
     "check_manifest",
     "corrupt",
+    "flip_labels",
     "make_mnist1d",
     "mnist1d_cache_dir",
     "stratified_split",

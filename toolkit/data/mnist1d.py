@@ -256,6 +256,8 @@ class MNIST1DDataModule(ArrayDataModule):
         normalize: standardize with training-split statistics (``mean``, ``std`` attributes).
         ood_classes: digits held out of train/val/test; all their samples form ``ood_dataloader()``
             and the remaining classes are relabelled ``0..k-1`` in increasing order.
+        label_noise, label_noise_kind, label_noise_val: training labels flipped at a known rate, see
+            :class:`ArrayDataModule`.
         batch_size, val_fraction, test_fraction, train_fraction, seed, eval_batch_size:
             see :class:`ArrayDataModule`. The paper's 4,000/1,000 split is
             ``val_fraction=0.0, test_fraction=0.2``.
@@ -272,11 +274,14 @@ class MNIST1DDataModule(ArrayDataModule):
     def __init__(self, num_samples: int = 5000, generator_seed: int = 42, iid_noise_scale: float = 2e-2,
                  corr_noise_scale: float = 0.25, max_translation: int = 48, shear_scale: float = 0.75,
                  scale_coeff: float = 0.4, shuffle_seq: bool = False, flatten: bool = False,
-                 normalize: bool = True, ood_classes: Sequence[int] = (), batch_size: int = 64,
+                 normalize: bool = True, ood_classes: Sequence[int] = (), label_noise: float = 0.0,
+                 label_noise_kind: str = "symmetric", label_noise_val: bool = False, batch_size: int = 64,
                  val_fraction: float = 0.15, test_fraction: float = 0.15, train_fraction: float = 1.0,
                  seed: int = 0, eval_batch_size: int = 512) -> None:
         super().__init__(batch_size=batch_size, val_fraction=val_fraction, test_fraction=test_fraction,
-                         train_fraction=train_fraction, seed=seed, eval_batch_size=eval_batch_size)
+                         train_fraction=train_fraction, seed=seed, eval_batch_size=eval_batch_size,
+                         label_noise=label_noise, label_noise_kind=label_noise_kind,
+                         label_noise_val=label_noise_val)
         self.generator_args = _generator_args(num_samples, generator_seed, iid_noise_scale, corr_noise_scale,
                                               max_translation, shear_scale, scale_coeff)
         for name, value in (("shuffle_seq", shuffle_seq), ("flatten", flatten), ("normalize", normalize)):
