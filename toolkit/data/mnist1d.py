@@ -70,10 +70,10 @@ PAPER_DEFAULTS = {"iid_noise_scale": 2e-2, "corr_noise_scale": 0.25, "max_transl
 #: (the paper's value is below severity 1). Chosen so that severity 1 costs a CNN trained on the
 #: defaults a few points and severity 5 leaves it far below its clean accuracy.
 MNIST1D_SHIFT_LEVELS: dict[str, tuple[str, tuple[float, ...]]] = {
-    "iid_noise": ("iid_noise_scale", (0.1, 0.2, 0.3, 0.45, 0.6)),
-    "corr_noise": ("corr_noise_scale", (0.5, 0.75, 1.0, 1.5, 2.0)),
+    "iid_noise": ("iid_noise_scale", (0.03, 0.04, 0.055, 0.075, 0.1)),
+    "corr_noise": ("corr_noise_scale", (0.3, 0.33, 0.37, 0.42, 0.5)),
     "translation": ("max_translation", (56, 60, 64, 68, 72)),
-    "shear": ("shear_scale", (1.5, 2.5, 3.5, 5.0, 7.0)),
+    "shear": ("shear_scale", (1.0, 1.3, 1.6, 2.0, 2.5)),
     "scale": ("scale_coeff", (0.8, 1.1, 1.4, 1.7, 1.95)),
 }
 MNIST1D_CORRUPTIONS = tuple(MNIST1D_SHIFT_LEVELS)
