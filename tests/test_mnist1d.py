@@ -301,3 +301,10 @@ def test_bad_arguments_are_refused_by_name(kwargs, error, match):
 def test_bad_calls_are_refused_by_name(call, error, match):
     with pytest.raises(error, match=match):
         call(MNIST1DDataModule(num_samples=SMALL))
+
+
+def test_dataset_card_documents_mnist1d_and_matches_its_manifest():
+    from toolkit.governance import dataset_card
+
+    card = dataset_card(MNIST1DDataModule())
+    assert "matches `mnist1d.json`" in card and "arXiv:2011.14439" in card and "not documented" not in card
