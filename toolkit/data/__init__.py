@@ -1,4 +1,4 @@
-"""Offline data for the course: DataModules, a fast in-memory loader, shift and OOD splits."""
+"""Offline data for the course: DataModules, a fast in-memory loader, shift and OOD splits, label noise."""
 
 from toolkit.data.base import ArrayDataModule
 from toolkit.data.digits import IMAGE_SIZES, DigitsDataModule

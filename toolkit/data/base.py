@@ -157,12 +157,12 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
     def clean_targets(self, split: str) -> Tensor:
         """The labels of ``split`` before any label noise (equal to ``tensors(split)[1]`` without it)."""
         self.tensors(split)
-        return self._clean[split]
+        return self._clean[split].clone()
 
     def noisy_mask(self, split: str) -> Tensor:
         """Boolean mask over ``tensors(split)``: ``True`` where label noise changed the label."""
         self.tensors(split)
-        return torch.as_tensor(self._noisy[split])
+        return torch.from_numpy(self._noisy[split].copy())
 
     @property
     def noisy_indices(self) -> np.ndarray:
