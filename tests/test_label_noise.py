@@ -137,7 +137,8 @@ def test_manifest_records_the_noise_setting_and_the_flipped_samples():
 
 
 def test_repr_shows_the_noise():
-    assert "label_noise=0.2, label_noise_kind='pairs'" in repr(DigitsDataModule(label_noise=0.2, label_noise_kind="pairs"))
+    module = DigitsDataModule(label_noise=0.2, label_noise_kind="pairs")
+    assert "label_noise=0.2, label_noise_kind='pairs'" in repr(module)
 
 
 # ---- bad inputs ---------------------------------------------------------------------------------------

@@ -8,5 +8,20 @@ from toolkit.models.moe import MoE, MoEMLP, expert_fractions, load_balancing_los
 from toolkit.models.resnet import PreActBlock, ResNet
 from toolkit.models.vit import TinyViT
 
-__all__ = ["CNN1D", "GRUClassifier", "MLP", "NORMS", "DropoutSpec", "MoE", "MoEMLP", "PreActBlock", "ResNet", "SmallCNN", "TinyViT",
-           "expert_fractions", "load_balancing_loss", "make_dropout", "make_norm"]
+__all__ = [
+    "CNN1D",
+    "GRUClassifier",
+    "MLP",
+    "NORMS",
+    "DropoutSpec",
+    "MoE",
+    "MoEMLP",
+    "PreActBlock",
+    "ResNet",
+    "SmallCNN",
+    "TinyViT",
+    "expert_fractions",
+    "load_balancing_loss",
+    "make_dropout",
+    "make_norm",
+]
