@@ -308,3 +308,14 @@ def test_dataset_card_documents_mnist1d_and_matches_its_manifest():
 
     card = dataset_card(MNIST1DDataModule())
     assert "matches `mnist1d.json`" in card and "arXiv:2011.14439" in card and "not documented" not in card
+
+
+def test_a_missing_mnist1d_package_is_named(monkeypatch):
+    from importlib.metadata import PackageNotFoundError
+
+    def _missing(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr("importlib.metadata.version", _missing)
+    with pytest.raises(ImportError, match="pip install 'mnist1d"):
+        make_mnist1d(num_samples=SMALL)

@@ -127,9 +127,13 @@ def mnist1d_cache_dir() -> Path:
 
 
 def _mnist1d_version() -> str:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return version("mnist1d")
+    try:
+        return version("mnist1d")
+    except PackageNotFoundError as error:
+        raise ImportError("MNIST-1D needs the mnist1d package (its generator): pip install 'mnist1d>=0.0.2,<0.1'") \
+            from error
 
 
 def _generate(args: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
