@@ -16,6 +16,14 @@ def _runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Generated datasets (MNIST-1D) are cached in one folder of this session, never in the home."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """The models under test are tiny: one thread is as fast on a quiet machine and far faster on a
     busy one (a parallel kernel waits for a core another program holds). Processes the tests start

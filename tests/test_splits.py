@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.data import (BreastCancerDataModule, DigitsDataModule, MoonsDataModule, check_manifest,
-                          stratified_split, stratified_subsample)
+from toolkit.data import (BreastCancerDataModule, DigitsDataModule, MNIST1DDataModule, MoonsDataModule,
+                          check_manifest, stratified_split, stratified_subsample)
 
 MANIFESTS = Path(__file__).parents[1] / "datasets" / "manifests"
 LABELS = np.repeat(np.arange(4), [40, 30, 20, 10])
@@ -49,7 +49,8 @@ def test_bad_fractions_raise_value_error(val, test, name):
         stratified_split(LABELS, val, test, seed=0)
 
 
-@pytest.mark.parametrize("module", [DigitsDataModule(), BreastCancerDataModule(), MoonsDataModule()],
+@pytest.mark.parametrize("module", [DigitsDataModule(), BreastCancerDataModule(), MoonsDataModule(),
+                                    MNIST1DDataModule()],
                          ids=lambda m: m.name)
 def test_committed_manifest_matches_the_split(module):
     """A changed split (library upgrade, seed, code edit) fails here, naming what changed."""

@@ -10,8 +10,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from toolkit.data.label_noise import check_label_noise, flip_labels
 from toolkit.data.loader import TensorBatchLoader
-from toolkit.data.splits import build_manifest, stratified_split, stratified_subsample
+from toolkit.data.splits import build_manifest, sha256_of, stratified_split, stratified_subsample
 
 __all__ = ["ArrayDataModule"]
 
@@ -21,6 +22,7 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+_NOISE_STREAMS = {"train": 1, "val": 2}  # label noise of each split draws from its own seeded stream
 _SEED_BOUND = 2**62  # torch.Generator seeds must stay below 2**64 after adding the epoch
 
 
@@ -48,13 +50,25 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         train_fraction: share of the training split actually used, in ``(0, 1]``.
         seed: fixes the split and the shuffling order.
         eval_batch_size: batch size of the validation, test and predict loaders.
+        label_noise: share of training labels to flip, in ``[0, 1)``: exactly
+            ``round(label_noise * n_train)`` samples of the (``train_fraction``-reduced) training split,
+            chosen uniformly and seeded by ``seed``. The test split is never changed.
+        label_noise_kind: "symmetric" (a flipped sample gets a uniformly random *other* class) or
+            "pairs" (class ``c`` -> ``(c + 1) mod K``); see :func:`toolkit.data.flip_labels`.
+        label_noise_val: flip the validation labels too (at the same rate, their own seeded draw).
+
+    With label noise, ``tensors("train")`` holds the noisy labels; ``clean_targets(split)`` the
+    clean ones; ``noisy_indices`` the flipped positions in ``tensors("train")`` and
+    ``noisy_array_indices`` the same samples as indices into ``load_arrays()``.
     """
 
     name = "array"
     class_names: tuple[str, ...] = ()
 
     def __init__(self, batch_size: int = 64, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                 train_fraction: float = 1.0, seed: int = 0, eval_batch_size: int = 512) -> None:
+                 train_fraction: float = 1.0, seed: int = 0, eval_batch_size: int = 512,
+                 label_noise: float = 0.0, label_noise_kind: str = "symmetric",
+                 label_noise_val: bool = False) -> None:
         super().__init__()
         _check_positive_int("batch_size", batch_size)
         _check_positive_int("eval_batch_size", eval_batch_size)
@@ -63,14 +77,23 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) \
                 or not 0 < train_fraction <= 1:
             raise ValueError(f"train_fraction must be a number in (0, 1], got {train_fraction!r}")
+        check_label_noise(label_noise, label_noise_kind)
+        if not isinstance(label_noise_val, bool):
+            raise TypeError(f"label_noise_val must be a bool, got {label_noise_val!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.train_fraction = train_fraction
         self.seed = seed
+        self.label_noise = float(label_noise)
+        self.label_noise_kind = label_noise_kind
+        self.label_noise_val = label_noise_val
         self._data: dict[str, tuple[Tensor, Tensor]] | None = None
         self._splits: dict[str, np.ndarray] | None = None
+        self._kept: dict[str, np.ndarray] = {}
+        self._clean: dict[str, Tensor] = {}
+        self._noisy: dict[str, np.ndarray] = {}
 
     # ---- what a subclass provides -------------------------------------------------------------
     @abc.abstractmethod
@@ -101,10 +124,20 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         splits["train"] = stratified_subsample(splits["train"], y, self.train_fraction, self.seed)
         self._splits = splits
         self.fit_transform(x[self.split_labels(y, splits["train"])[0]])
-        self._data = {}
+        if self.label_noise > 0 and self.num_classes < 2:
+            raise ValueError(f"label_noise needs at least 2 classes (class_names), {type(self).__name__} has "
+                             f"{self.num_classes}")
+        data = {}
         for split, index in splits.items():
             kept, labels = self.split_labels(y, index)
-            self._data[split] = (self.transform(x[kept]), torch.as_tensor(labels, dtype=torch.long))
+            self._kept[split] = kept
+            self._clean[split] = torch.as_tensor(labels, dtype=torch.long)
+            self._noisy[split] = np.zeros(len(kept), dtype=bool)
+            if self.label_noise > 0 and (split == "train" or (split == "val" and self.label_noise_val)):
+                labels, self._noisy[split] = flip_labels(labels, self.label_noise, self.num_classes,
+                                                         self.label_noise_kind, seed=[self.seed, _NOISE_STREAMS[split]])
+            data[split] = (self.transform(x[kept]), torch.as_tensor(labels, dtype=torch.long))
+        self._data = data
 
     def tensors(self, split: str) -> tuple[Tensor, Tensor]:
         """The ``(inputs, targets)`` tensors of ``split`` ("train", "val" or "test")."""
@@ -121,12 +154,50 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         assert self._splits is not None
         return self._splits
 
+    def clean_targets(self, split: str) -> Tensor:
+        """The labels of ``split`` before any label noise (equal to ``tensors(split)[1]`` without it)."""
+        self.tensors(split)
+        return self._clean[split].clone()
+
+    def noisy_mask(self, split: str) -> Tensor:
+        """Boolean mask over ``tensors(split)``: ``True`` where label noise changed the label."""
+        self.tensors(split)
+        return torch.from_numpy(self._noisy[split].copy())
+
+    @property
+    def noisy_indices(self) -> np.ndarray:
+        """Positions in ``tensors("train")`` whose label was flipped (sorted; empty without noise)."""
+        return np.flatnonzero(self.noisy_mask("train").numpy())
+
+    @property
+    def noisy_array_indices(self) -> np.ndarray:
+        """The flipped training samples as indices into ``load_arrays()`` (sorted)."""
+        positions = self.noisy_indices
+        return self._kept["train"][positions]
+
+    def manifest_settings(self) -> dict[str, Any]:
+        """The settings a manifest records (subclasses add theirs, e.g. a generator's arguments)."""
+        settings: dict[str, Any] = {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                                    "train_fraction": self.train_fraction, "seed": self.seed}
+        if self.label_noise > 0:  # recorded only when used, so the noise-free manifests stay as they were
+            settings.update(label_noise=self.label_noise, label_noise_kind=self.label_noise_kind,
+                            label_noise_val=self.label_noise_val)
+        return settings
+
     def manifest(self) -> dict[str, Any]:
-        """The split manifest: sizes, class counts, indices and SHA-256 of every split."""
+        """The split manifest: sizes, class counts, indices and SHA-256 of every split; with label
+        noise, the flipped samples of each split (indices into ``load_arrays()``) and their noisy labels."""
         x, y = self.load_arrays()
-        settings = {"val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
-                    "train_fraction": self.train_fraction, "seed": self.seed}
-        return build_manifest(self.name, x, y, self.split_indices, settings)
+        manifest = build_manifest(self.name, x, y, self.split_indices, self.manifest_settings())
+        if self.label_noise > 0:
+            manifest["label_noise"] = {}
+            for split in ("train", "val"):
+                positions = np.flatnonzero(self.noisy_mask(split).numpy())
+                indices = self._kept[split][positions].astype(np.int64)
+                noisy = self.tensors(split)[1].numpy()[positions].astype(np.int64)
+                manifest["label_noise"][split] = {"flipped": int(len(indices)), "sha256": sha256_of(indices, noisy),
+                                                  "indices": indices.tolist(), "noisy_labels": noisy.tolist()}
+        return manifest
 
     def loader(self, *tensors: Tensor, train: bool = False) -> TensorBatchLoader:
         """A loader with this module's settings over any tensors (e.g. a shifted test set).
@@ -153,5 +224,7 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         return self.test_dataloader()
 
     def __repr__(self) -> str:
+        noise = (f", label_noise={self.label_noise}, label_noise_kind={self.label_noise_kind!r}"
+                 if self.label_noise > 0 else "")
         return (f"{type(self).__name__}(batch_size={self.batch_size}, train_fraction={self.train_fraction}, "
-                f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, seed={self.seed})")
+                f"val_fraction={self.val_fraction}, test_fraction={self.test_fraction}, seed={self.seed}{noise})")

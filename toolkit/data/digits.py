@@ -32,8 +32,8 @@ class DigitsDataModule(ArrayDataModule):
         normalize: standardize with training-set statistics (``mean``, ``std`` attributes).
         ood_classes: digits held out of train/val/test; all their samples form ``ood_dataloader()``
             and the remaining classes are relabelled ``0..k-1`` in increasing order.
-        batch_size, val_fraction, test_fraction, train_fraction, seed, eval_batch_size:
-            see :class:`ArrayDataModule`.
+        batch_size, val_fraction, test_fraction, train_fraction, seed, eval_batch_size,
+            label_noise, label_noise_kind, label_noise_val: see :class:`ArrayDataModule`.
 
     Example:
         >>> dm = DigitsDataModule(image_size=16, ood_classes=(8, 9))
@@ -47,9 +47,12 @@ class DigitsDataModule(ArrayDataModule):
     def __init__(self, image_size: int = 8, flatten: bool = False, normalize: bool = True,
                  ood_classes: Sequence[int] = (), batch_size: int = 64, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, train_fraction: float = 1.0, seed: int = 0,
-                 eval_batch_size: int = 512) -> None:
+                 eval_batch_size: int = 512, label_noise: float = 0.0, label_noise_kind: str = "symmetric",
+                 label_noise_val: bool = False) -> None:
         super().__init__(batch_size=batch_size, val_fraction=val_fraction, test_fraction=test_fraction,
-                         train_fraction=train_fraction, seed=seed, eval_batch_size=eval_batch_size)
+                         train_fraction=train_fraction, seed=seed, eval_batch_size=eval_batch_size,
+                         label_noise=label_noise, label_noise_kind=label_noise_kind,
+                         label_noise_val=label_noise_val)
         if isinstance(image_size, bool) or image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
         ood = tuple(int(c) for c in ood_classes)

@@ -60,9 +60,12 @@ class MoonsDataModule(_StandardizedDataModule):
 
     def __init__(self, n_samples: int = 1000, noise: float = 0.2, batch_size: int = 64,
                  val_fraction: float = 0.15, test_fraction: float = 0.15, train_fraction: float = 1.0,
-                 seed: int = 0, eval_batch_size: int = 512) -> None:
+                 seed: int = 0, eval_batch_size: int = 512, label_noise: float = 0.0,
+                 label_noise_kind: str = "symmetric", label_noise_val: bool = False) -> None:
         super().__init__(batch_size=batch_size, val_fraction=val_fraction, test_fraction=test_fraction,
-                         train_fraction=train_fraction, seed=seed, eval_batch_size=eval_batch_size)
+                         train_fraction=train_fraction, seed=seed, eval_batch_size=eval_batch_size,
+                         label_noise=label_noise, label_noise_kind=label_noise_kind,
+                         label_noise_val=label_noise_val)
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < self.MIN_SAMPLES:
             raise ValueError(f"n_samples must be an integer >= {self.MIN_SAMPLES}, got {n_samples!r}")
         if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:

@@ -56,14 +56,9 @@ def inject_label_noise(labels: Any, rate: float, num_classes: int | None = None,
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2 \
             or (len(labels) and labels.max() >= num_classes):
         raise ValueError(f"num_classes must be an integer >= 2 above every label, got {num_classes!r}")
-    rng = np.random.default_rng(seed)
-    flipped = np.zeros(len(labels), dtype=bool)
-    flipped[rng.choice(len(labels), size=round(rate * len(labels)), replace=False)] = True
-    noisy = labels.copy()
-    # an offset in 1..C-1 always lands on another class, uniformly
-    offsets = rng.integers(1, num_classes, size=int(flipped.sum()))
-    noisy[flipped] = (labels[flipped] + offsets) % num_classes
-    return noisy, flipped
+    from toolkit.data.label_noise import flip_labels  # the DataModules' label noise, one implementation
+
+    return flip_labels(labels, rate, num_classes, kind="symmetric", seed=seed)
 
 
 def out_of_fold_probs(x: Any, labels: Any, n_splits: int = 5, seed: int = 0, estimator: Any = None) -> np.ndarray:
