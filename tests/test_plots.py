@@ -25,6 +25,13 @@ def test_learning_curves_draw_train_and_val_per_epoch():
     assert sorted(tuple(line.get_ydata()) for line in lines) == [(2.0, 1.0, 0.5), (2.1, 1.3, 1.2)]
 
 
+def test_learning_curves_have_human_labels():
+    history = pd.DataFrame({"epoch": [0, 1], "train_acc": [0.5, 0.7], "val_acc": [0.4, 0.6]})
+    ax = plot_learning_curves(history, "acc")
+    assert ax.get_ylabel() == "accuracy" and ax.get_title() == "accuracy per epoch"
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["training", "validation"]
+
+
 def test_learning_curves_reject_missing_metric():
     with pytest.raises(ValueError, match="train_acc"):
         plot_learning_curves(pd.DataFrame({"epoch": [0], "train_loss": [1.0]}), "acc")

@@ -34,11 +34,14 @@ def plot_learning_curves(history: pd.DataFrame, metric: str = "loss", ax: Axes |
     if not columns or "epoch" not in history.columns:
         raise ValueError(f"history has no epoch column or no train_{metric}/val_{metric} columns; "
                          f"columns are {list(history.columns)}")
-    long = history.melt(id_vars="epoch", value_vars=columns, var_name="split", value_name=metric)
-    long["split"] = long["split"].str.replace(f"_{metric}", "", regex=False)
+    from toolkit.stats import metric_label
+
+    label = metric_label(metric)
+    long = history.melt(id_vars="epoch", value_vars=columns, var_name="split", value_name=label)
+    long["split"] = long["split"].map({f"train_{metric}": "training", f"val_{metric}": "validation"})
     ax = _axes(ax)
-    sns.lineplot(data=long, x="epoch", y=metric, hue="split", marker="o", ax=ax)
-    ax.set_title(f"{metric} per epoch")
+    sns.lineplot(data=long, x="epoch", y=label, hue="split", marker="o", ax=ax)
+    ax.set_title(f"{label} per epoch")
     return ax
 
 
