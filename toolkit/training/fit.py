@@ -224,6 +224,10 @@ def run_seeds(model: Callable[[], pl.LightningModule], data: DataSpec, seeds: It
             and a single seed always runs here. With workers, each run writes to its own folder
             ``<runs_dir>/<name>/seed_<seed>/version_<n>`` (parallel runs cannot share one folder's
             version numbers), and an error in a worker is raised here with its type and message.
+            Everything passed reaches the workers as a copy (``callbacks`` included): what a
+            callback records during training stays in the worker, so read results from the
+            returned modules, metrics and histories. Workers see this process's environment
+            variables as they are at the call.
         **fit_kwargs: passed to :func:`fit`.
 
     Returns:
