@@ -4,7 +4,8 @@ joblib's loky backend runs one seed per task in worker processes of one thread e
 data factories travel with cloudpickle, so lambdas and functions defined in a notebook work. loky
 keeps its workers between calls (for ``IDLE_WORKER_TIMEOUT_S``), so each worker imports torch and
 Lightning once per session, not once per call. Every task first takes on the caller's environment
-variables as they are at call time (``TOOLKIT_*``, the test run's network guard and its log), then
+variables as they are at call time (``TOOLKIT_*``, the test run's network guard and its log) and
+its warning filters (a worker's output goes to the caller's terminal or notebook cell), then
 calls :func:`~toolkit.training.fit` exactly as a sequential run would: a worker with one thread
 computes bit for bit what ``n_jobs=1`` computes in a process with one thread.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,16 +40,33 @@ def resolve_n_jobs(n_jobs: Any) -> int:
     return n_jobs
 
 
+def _pattern(match: re.Pattern[str] | str | None) -> str:
+    """A filter's message or module as a ``filterwarnings`` regex (a plain string matches exactly)."""
+    if match is None:
+        return ""
+    return match.pattern if isinstance(match, re.Pattern) else re.escape(match) + r"\Z"
+
+
+def _warning_filters() -> list[tuple[str, str, type[Warning], str, int]]:
+    """The caller's warning filters (``warnings.filterwarnings`` calls, ``silence_lightning``), picklable."""
+    return [(action, _pattern(message), category, _pattern(module), lineno)
+            for action, message, category, module, lineno in warnings.filters]
+
+
 def _fit_in_worker(model: Any, data: Any, seed: int, fit_kwargs: dict[str, Any], environ: dict[str, str],
-                   return_result: bool) -> dict[str, Any]:
-    """One seed inside a worker: the caller's environment, one thread, then ``fit``."""
+                   filters: list[tuple[str, str, type[Warning], str, int]], return_result: bool) -> dict[str, Any]:
+    """One seed inside a worker: the caller's environment and warning filters, one thread, then ``fit``."""
     import torch
 
     from toolkit.training.fit import fit
 
     os.environ.update({k: v for k, v in environ.items() if k not in _THREAD_ENV})
     torch.set_num_threads(_THREADS_PER_WORKER)
-    result = fit(model, data, seed=seed, **fit_kwargs)
+    with warnings.catch_warnings():  # a warning the caller hides stays hidden (workers print to its stderr)
+        warnings.resetwarnings()
+        for action, message, category, module, lineno in filters:
+            warnings.filterwarnings(action, message, category, module, lineno, append=True)
+        result = fit(model, data, seed=seed, **fit_kwargs)
     out = {"metrics": result.metrics, "fit_time_s": result.fit_time_s, "epochs": result.trainer.current_epoch}
     if return_result:
         result.module.trainer = None  # a Trainer holds loggers, hooks and open files: it stays here
@@ -72,7 +92,7 @@ def fit_seeds_in_parallel(model: Any, data: Any, seeds: list[int], n_jobs: int, 
     data = _without_trainer(data)
     tasks = [delayed(_fit_in_worker)(model, data, seed,
                                      {**fit_kwargs, "runs_dir": runs_dir, "name": f"{name}/seed_{seed}"},
-                                     environ, return_results) for seed in seeds]
+                                     environ, _warning_filters(), return_results) for seed in seeds]
     with parallel_config(backend="loky", inner_max_num_threads=_THREADS_PER_WORKER,
                          idle_worker_timeout=IDLE_WORKER_TIMEOUT_S):
         return Parallel(n_jobs=n_jobs)(tasks)
