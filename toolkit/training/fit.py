@@ -17,6 +17,11 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.plugins.io import CheckpointIO
+
+from toolkit.training.resume import ExactResume
 
 __all__ = ["FitResult", "evaluate", "fit", "predict_logits", "quiet_lightning", "read_history", "run_seeds",
            "silence_lightning", "summarize"]
@@ -130,7 +135,12 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
         accelerator, devices: as for ``pl.Trainer`` ("auto" finds a GPU when there is one).
         deterministic: ``torch.use_deterministic_algorithms`` (same seed, same numbers).
         enable_progress_bar: default on in a terminal or notebook, off in CI.
-        ckpt_path: resume from a checkpoint ("last" or a path).
+        ckpt_path: resume from a checkpoint. "last" continues the newest run folder of ``name``
+            (its ``version_N``, its CSV log) from the newest checkpoint in it, or starts a fresh run
+            when there is none (so a script can always pass it); a path resumes from that file in a
+            new folder. Resuming is exact, mid-epoch too (:class:`toolkit.training.ExactResume`),
+            and every checkpoint is written with a SHA-256 beside it that is verified on resume
+            (:class:`toolkit.security.Sha256CheckpointIO`).
         **trainer_kwargs: anything else ``pl.Trainer`` accepts (``precision``, ``gradient_clip_val``...).
 
     Returns:
@@ -144,26 +154,84 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     for i, callback in enumerate(callbacks):
         if not isinstance(callback, pl.Callback):
             raise TypeError(f"callbacks[{i}] must be a pytorch_lightning.Callback, got {type(callback).__name__}")
+    if ckpt_path is not None and ckpt_path != "last":
+        if not isinstance(ckpt_path, (str, Path)):
+            raise TypeError(f"ckpt_path must be None, 'last' or a path, got {type(ckpt_path).__name__}")
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (pass None, 'last' or a checkpoint)")
     runs_dir = Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs"))
+    version, resume_from = None, ckpt_path
+    if ckpt_path == "last":
+        version, resume_from = _last_run(runs_dir / name)
+    plugins = list(trainer_kwargs.pop("plugins", None) or [])
+    if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        from toolkit.security.checkpoints import Sha256CheckpointIO  # security imports training: import late
+        plugins.append(Sha256CheckpointIO())
+    callbacks = list(callbacks)
+    if not any(isinstance(callback, ExactResume) for callback in callbacks):
+        callbacks.append(ExactResume())
     with quiet_lightning():
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
         pl.seed_everything(seed, workers=True, verbose=False)
         module = _build(model, pl.LightningModule, "model")
         datamodule = _build(data, pl.LightningDataModule, "data")
-        logger = CSVLogger(save_dir=runs_dir, name=name)
+        # rows reach the file as they are logged, so a run killed with SIGKILL keeps its history
+        logger = (CSVLogger if version is None else _ResumedCSVLogger)(
+            save_dir=runs_dir, name=name, version=version, flush_logs_every_n_steps=1)
         trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices, deterministic=deterministic,
-            logger=logger, callbacks=list(callbacks), log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
+            logger=logger, callbacks=callbacks, plugins=plugins, log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
             enable_progress_bar=_interactive() if enable_progress_bar is None else enable_progress_bar,
             enable_model_summary=trainer_kwargs.pop("enable_model_summary", False), **trainer_kwargs)
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         fit_time_s = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if test and not trainer.interrupted:
             for results in trainer.test(module, datamodule=datamodule, verbose=False):
                 metrics.update({k: float(v) for k, v in results.items()})
     return FitResult(module=module, trainer=trainer, metrics=metrics, history=read_history(logger.log_dir),
-                     run_dir=Path(logger.log_dir), fit_time_s=fit_time_s, seed=seed)
+                     run_dir=Path(logger.log_dir), fit_time_s=fit_time_s, seed=seed,
+                     extra={"resumed_from": None if resume_from is None else Path(resume_from)})
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = file.readline().strip()
+            self.metrics_keys = sorted(key for key in header.split(",") if key)
+
+
+class _ResumedCSVLogger(CSVLogger):
+    """The CSV logger of a resumed run: rows before the interruption stay (rows replayed from the
+    checkpoint's step on appear twice in the file; :func:`read_history` keeps the later ones)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def _last_run(run_root: Path) -> tuple[int | None, Path | None]:
+    """The newest ``version_N`` folder under ``run_root`` and its newest checkpoint (``None`` if absent).
+
+    Checkpoints are the ``*.ckpt`` files of its ``checkpoints`` folder; the newest is the one written
+    last (as Lightning's own ``"last"`` picks), ``last.ckpt`` winning a tie.
+    """
+    versions = [int(d.name.split("_", 1)[1]) for d in run_root.glob("version_*")
+                if d.is_dir() and d.name.split("_", 1)[1].isdigit()]
+    if not versions:
+        return None, None
+    version = max(versions)
+    checkpoints = sorted((run_root / f"version_{version}" / "checkpoints").glob("*.ckpt"),
+                         key=lambda p: (p.stat().st_mtime_ns, p.stem.startswith("last")))
+    return version, (checkpoints[-1] if checkpoints else None)
 
 
 def _eval_trainer(accelerator: str) -> pl.Trainer:
