@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from toolkit._validate import check_bool, check_int
+
 __all__ = ["TensorBatchLoader"]
 
 
@@ -106,15 +108,21 @@ class TensorBatchLoader:
         for i, t in enumerate(tensors):
             if not isinstance(t, Tensor):
                 raise TypeError(f"tensors[{i}] must be a torch.Tensor, got {type(t).__name__}")
+            if t.dim() == 0:
+                raise ValueError(f"tensors[{i}] must have a first (sample) dimension, got a 0-d tensor")
         lengths = {len(t) for t in tensors}
         if len(lengths) != 1:
             raise ValueError(f"tensors must share their first dimension, got lengths {[len(t) for t in tensors]}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if num_replicas is not None and num_replicas < 1:
-            raise ValueError(f"num_replicas must be >= 1, got {num_replicas!r}")
-        if rank is not None and not 0 <= rank < (num_replicas or 1 << 30):
-            raise ValueError(f"rank must be in [0, num_replicas), got {rank!r}")
+        if num_replicas is not None:
+            check_int("num_replicas", num_replicas, 1)
+        if rank is not None:
+            check_int("rank", rank, 0, (num_replicas or 1 << 30) - 1)
+        check_int("seed", seed, 0)
+        check_bool("shuffle", shuffle)
+        check_bool("drop_last", drop_last)
+        check_bool("pad", pad)
         self.tensors = tensors
         self.batch_size = batch_size
         self.drop_last = drop_last

@@ -91,6 +91,8 @@ def silence_lightning() -> None:
 
 def read_history(log_dir: str | Path) -> pd.DataFrame:
     """Per-epoch train/val metrics from a CSVLogger folder (one row per epoch)."""
+    if not isinstance(log_dir, (str, Path)):
+        raise TypeError(f"log_dir must be a str or Path, got {type(log_dir).__name__}")
     path = Path(log_dir) / "metrics.csv"
     if not path.exists():
         return pd.DataFrame()
@@ -106,6 +108,9 @@ def read_history(log_dir: str | Path) -> pd.DataFrame:
 
 
 def _build(spec: Any, kind: type, name: str) -> Any:
+    if isinstance(spec, torch.nn.Module) and not isinstance(spec, kind):
+        raise TypeError(f"{name} must be a {kind.__name__} or a zero-argument factory of one, got the "
+                        f"nn.Module {type(spec).__name__}: wrap it, e.g. ClassifierModule(backbone, num_classes)")
     obj = spec() if callable(spec) and not isinstance(spec, kind) else spec
     if not isinstance(obj, kind):
         raise TypeError(f"{name} must be a {kind.__name__} or a zero-argument factory of one, "
@@ -154,6 +159,9 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     for i, callback in enumerate(callbacks):
         if not isinstance(callback, pl.Callback):
             raise TypeError(f"callbacks[{i}] must be a pytorch_lightning.Callback, got {type(callback).__name__}")
+    if not isinstance(name, str) or not name:
+        raise (TypeError if not isinstance(name, str) else ValueError)(
+            f"name must be a non-empty string (the run's folder), got {name!r}")
     if ckpt_path is not None and ckpt_path != "last":
         if not isinstance(ckpt_path, (str, Path)):
             raise TypeError(f"ckpt_path must be None, 'last' or a path, got {type(ckpt_path).__name__}")
@@ -239,6 +247,14 @@ def _eval_trainer(accelerator: str) -> pl.Trainer:
                       enable_model_summary=False, enable_checkpointing=False)
 
 
+def _check_loader(loader: Any) -> None:
+    if isinstance(loader, pl.LightningDataModule):
+        return
+    if loader is None or isinstance(loader, (str, bytes, torch.Tensor)) or not hasattr(loader, "__iter__"):
+        raise TypeError(f"loader must be an iterable of batches (a DataLoader, a TensorBatchLoader) or a "
+                        f"LightningDataModule, got {type(loader).__name__}")
+
+
 def evaluate(module: pl.LightningModule, loader: Any, accelerator: str = "auto") -> dict[str, float]:
     """Run ``module``'s test loop over ``loader`` (any loader, e.g. a shifted test set); its metrics.
 
@@ -247,6 +263,7 @@ def evaluate(module: pl.LightningModule, loader: Any, accelerator: str = "auto")
     """
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
+    _check_loader(loader)
     with quiet_lightning():
         results = _eval_trainer(accelerator).test(module, loader, verbose=False)
     return {k: float(v) for k, v in results[0].items()}
@@ -256,6 +273,7 @@ def predict_logits(module: pl.LightningModule, loader: Any, accelerator: str = "
     """Concatenated ``predict_step`` outputs (logits for a ClassifierModule) over ``loader``, on CPU."""
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
+    _check_loader(loader)
     with quiet_lightning():
         outputs = _eval_trainer(accelerator).predict(module, loader)
     return torch.cat([o.detach().cpu() for o in outputs])
@@ -299,6 +317,14 @@ def run_seeds(model: Callable[[], pl.LightningModule], data: DataSpec, seeds: It
 
 def summarize(frame: pd.DataFrame, metrics: Sequence[str], by: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Mean, standard deviation and count of ``metrics`` over seeds (grouped ``by`` columns)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame (from run_seeds), got {type(frame).__name__}")
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    groups = [] if by is None else [by] if isinstance(by, str) else list(by)
+    absent = [column for column in groups if column not in frame.columns]
+    if absent:
+        raise ValueError(f"by {absent} are not columns of the frame; columns are {list(frame.columns)}")
     missing = [m for m in metrics if m not in frame.columns]
     if missing:
         raise ValueError(f"metrics {missing} are not columns of the frame; columns are {list(frame.columns)}")
