@@ -121,7 +121,7 @@ def verify_sidecar(path: str | Path, required: bool = False) -> str | None:
             edited or swapped file).
         FileNotFoundError: ``required`` and there is no ``.sha256`` beside the file.
     """
-    path = Path(path)
+    path = _check_file(path)
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         if required:
@@ -137,8 +137,17 @@ def verify_sidecar(path: str | Path, required: bool = False) -> str | None:
     return actual
 
 
+def _check_file(path: Any) -> Path:
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or Path, got {type(path).__name__}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"path {str(path)!r} is not a file")
+    return Path(path)
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    path = _check_file(path)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK_BYTES), b""):
