@@ -790,7 +790,7 @@ bad("GateRule-higher-int", lambda: monitoring.GateRule("ece", higher_is_better=0
 bad("GateRule-relative-str", lambda: monitoring.GateRule("ece", False, relative="yes"), TypeError, "relative")
 numbers("GateRule", lambda v: (lambda: monitoring.GateRule("ece", False, tolerance=v)), "tolerance",
         (-0.1, NAN, INF, True, "0.1"))
-numbers("GateRule", lambda v: (lambda: monitoring.GateRule(v, False)), "metric", ("", None, 3))
+numbers("GateRule", lambda v: (lambda: monitoring.GateRule(v, False)), "metric", ("", None, 3), BAD_TYPE)
 GOOD = {"accuracy": 0.9, "ece": 0.05, "nll": 0.3}
 bad("regression_gate-candidate", lambda: monitoring.regression_gate([0.9], GOOD), TypeError, "candidate")
 bad("regression_gate-missing", lambda: monitoring.regression_gate({"accuracy": 0.9}, GOOD), ValueError, "candidate")
@@ -813,7 +813,7 @@ bad("input_drift-empty", lambda: monitoring.input_drift(REF, REF[:0]), ValueErro
 P2 = torch.softmax(torch.randn(40, 3, generator=G), 1).numpy()
 numbers("output_drift", lambda v: (lambda: monitoring.output_drift(P2, P2, alpha=v)), "alpha", (0, 1, NAN))
 numbers("output_drift", lambda v: (lambda: monitoring.output_drift(P2, P2, statistic=v)), "statistic",
-        ("mean", None))
+        ("median", None))
 numbers("output_drift", lambda v: (lambda: monitoring.output_drift(P2, P2, n_permutations=v)), "n_permutations",
         (0, True, 2.5))
 bad("output_drift-unnormalized", lambda: monitoring.output_drift(P2, P2 * 2), ValueError, "live_probs")
@@ -841,12 +841,13 @@ bad("card_markdown-frame", lambda: report.card_markdown({"a": 1}), TypeError, "f
 bad("card_html-frame", lambda: report.card_html([1]), TypeError, "frame")
 bad("card_markdown-empty", lambda: report.card_markdown(pd.DataFrame()), ValueError, "frame")
 bad("summarize_card-frame", lambda: report.summarize_card("x"), TypeError, "frame")
-bad("plot_dashboard-metrics", lambda: report.plot_dashboard(pd.DataFrame({"accuracy": [0.9]}), metrics=("f1",)),
+bad("plot_dashboard-metrics", lambda: report.plot_dashboard(pd.DataFrame({"model": ["a"], "accuracy": [0.9]}),
+                                                            metrics=("f1",)),
     ValueError, "metrics")
 bad("plot_dashboard-frame", lambda: report.plot_dashboard([]), TypeError, "frame")
-bad("report_card-models", lambda: report.report_card({}, data.DigitsDataModule()), ValueError, "models")
+bad("report_card-models", lambda: report.report_card({}, data.DigitsDataModule()), BAD_TYPE, "models")
 bad("report_card-models-type", lambda: report.report_card([linear()], data.DigitsDataModule()), TypeError, "models")
-bad("report_card-model-value", lambda: report.report_card({"a": "m"}, data.DigitsDataModule()), TypeError, "models")
+bad("report_card-model-value", lambda: report.report_card({"a": "m"}, data.DigitsDataModule()), TypeError, "model")
 bad("evaluate_model-model", lambda: report.evaluate_model("m", data.DigitsDataModule()), TypeError, "model")
 bad("evaluate_model-datamodule", lambda: report.evaluate_model(linear(), X4), TypeError, "datamodule")
 numbers("evaluate_model", lambda v: (lambda: report.evaluate_model(linear(), data.DigitsDataModule(), severity=v)),
@@ -854,7 +855,7 @@ numbers("evaluate_model", lambda v: (lambda: report.evaluate_model(linear(), dat
 numbers("evaluate_model", lambda v: (lambda: report.evaluate_model(linear(), data.DigitsDataModule(), epsilon=v)),
         "epsilon", (-0.1, NAN, INF))
 numbers("evaluate_model", lambda v: (lambda: report.evaluate_model(linear(), data.DigitsDataModule(),
-                                                                   corruptions=v)), "corruptions", (("fog",), "rotation"))
+                                                                   corruptions=v)), "corruptions", (("fog",), "rotation"), BAD_TYPE)
 numbers("evaluate_model", lambda v: (lambda: report.evaluate_model(linear(), data.DigitsDataModule(), n_bins=v)),
         "n_bins", (0, True))
 
@@ -908,3 +909,18 @@ def test_a_nan_never_passes_a_range_check_silently():
                   lambda: governance.slice_metrics(nan_probs(), TARGETS)):
         with pytest.raises(ValueError):
             thunk()
+
+
+def test_a_bad_label_in_a_later_batch_is_refused_by_classifier_module(tmp_path):
+    """Labels are checked in every batch, not just the first: a bad label in the third batch gets the
+    toolkit's message, not torch's "Target 7 is out of bounds" from inside cross_entropy."""
+    x = torch.randn(48, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.randint(0, 3, (48,), generator=torch.Generator().manual_seed(1))
+    y[40] = 7  # in the third batch of 16
+    loader = data.TensorBatchLoader(x, y, batch_size=16)
+    module = training.ClassifierModule(linear(), num_classes=3)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 3\).*train batch"):
+        trainer.fit(module, loader)
+    assert trainer.global_step == 2  # the first two batches trained
