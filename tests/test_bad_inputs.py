@@ -257,6 +257,10 @@ numbers("ClassifierModule", lambda v: cm(momentum=v), "momentum", (1.0, -0.1, NA
 numbers("ClassifierModule", lambda v: cm(warmup_fraction=v), "warmup_fraction", (1.0, -0.1, NAN))
 numbers("ClassifierModule", lambda v: cm(label_smoothing=v), "label_smoothing", (1.0, -0.1, NAN, INF))
 numbers("ClassifierModule", lambda v: cm(ece_bins=v), "ece_bins", (0, True, 2.5))
+bad("ClassifierModule-dict-batch", lambda: training.ClassifierModule(linear(), 3).training_step(
+    {"x": X4, "y": Y4}, 0), TypeError, "batch")
+bad("ClassifierModule-tensor-batch", lambda: training.ClassifierModule(linear(), 3).training_step(X4, 0), TypeError,
+    "batch")
 bad("ClassifierModule-declared-classes", cm(backbone=models.MLP(4, 5)), ValueError, "num_classes")
 
 

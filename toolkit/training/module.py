@@ -192,6 +192,10 @@ class ClassifierModule(pl.LightningModule):
         self.log_epoch_metrics("test")
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError(f"batch must be a tuple or list (inputs, targets, ...), got {type(batch).__name__}"
+                            + (f" with keys {sorted(batch)}: unpack it in a subclass's training_step"
+                               if isinstance(batch, dict) else ""))
         x, targets = batch[0], batch[1]
         logits = self(x)
         self._check_batch(stage, logits, targets)
