@@ -67,6 +67,8 @@ def _corrupt(path: Path, error: BaseException) -> CorruptCheckpointError:
     found = _TORCH_REASON.search(text)
     reason = (found.group(1) if found else text.splitlines()[0] if text.strip() else type(error).__name__)
     reason = " ".join(reason.split())[:200]
+    if path.stat().st_size == 0:
+        reason = "the file is empty"
     return CorruptCheckpointError(
         f"file {str(path)!r} is not a valid checkpoint (truncated/corrupt): {reason} "
         f"({path.stat().st_size} bytes). Restore it from a good copy or delete it; it cannot be repaired.")
