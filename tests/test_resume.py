@@ -4,7 +4,7 @@ refused clearly."""
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import os
 import subprocess
 import sys
@@ -63,25 +63,27 @@ def test_loader_refuses_a_state_from_a_different_dataset():
 
 
 # ---- kill -9 and resume through fit -------------------------------------------------------------
+_spec = importlib.util.spec_from_file_location("resume_script", SCRIPT)
+_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_script)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])  # cosine reads estimated_stepping_batches (#20550)
 def test_a_run_killed_with_sigkill_mid_epoch_resumes_its_folder_and_ends_bitwise_equal(tmp_path, schedule):
     killed = _run("kill", tmp_path / "a", tmp_path / "unused.pt", schedule)
     assert killed.returncode == -9, killed.stderr[-2000:]          # SIGKILL, mid-training
-    checkpoints = tmp_path / "a" / "run" / "version_0" / "checkpoints"
-    assert (checkpoints / "epoch=1-step=20.ckpt").is_file()         # the last one is mid-epoch 1
-    resumed = _run("resume", tmp_path / "a", tmp_path / "resumed.pt", schedule)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    info = json.loads(resumed.stdout.strip().splitlines()[-1])
+    run_dir = tmp_path / "a" / "run" / "version_0"
+    assert (run_dir / "checkpoints" / "epoch=1-step=20.ckpt").is_file()  # the last one is mid-epoch 1
+    assert not (run_dir / "checkpoints" / "epoch=1-step=25.ckpt").exists()
+    resumed = _script.train("resume", str(tmp_path / "a"), schedule)   # a new process would do the same
     # the same folder (no version_1), from the last checkpoint, not from step 0
-    assert Path(info["run_dir"]) == tmp_path / "a" / "run" / "version_0"
-    assert not (tmp_path / "a" / "run" / "version_1").exists()
-    assert info["resumed_from"].endswith("last.ckpt")
-    assert info["epochs_logged"] == 3                               # epoch 0's row survived the kill
-    full = _run("full", tmp_path / "b", tmp_path / "full.pt", schedule)
-    assert full.returncode == 0, full.stderr[-2000:]
-    assert json.loads(full.stdout.strip().splitlines()[-1])["global_step"] == info["global_step"]
-    a, b = torch.load(tmp_path / "resumed.pt"), torch.load(tmp_path / "full.pt")
+    assert resumed.run_dir == run_dir and not (tmp_path / "a" / "run" / "version_1").exists()
+    assert resumed.extra["resumed_from"].name == "last.ckpt"
+    assert len(resumed.history) == _script.EPOCHS                   # epoch 0's row survived the kill
+    full = _script.train("full", str(tmp_path / "b"), schedule)
+    assert full.trainer.global_step == resumed.trainer.global_step
+    a, b = resumed.module.state_dict(), full.module.state_dict()
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs by {(a[key] - b[key]).abs().max().item()}"
@@ -99,3 +101,70 @@ def test_fit_last_with_no_previous_run_starts_fresh_and_a_missing_path_is_refuse
                  MoonsDataModule(n_samples=100), max_epochs=1, test=False, accelerator="cpu",
                  runs_dir=tmp_path, ckpt_path="last", enable_progress_bar=False)
     assert result.run_dir == tmp_path / "run" / "version_0" and result.extra["resumed_from"] is None
+
+
+def test_inside_lightning_the_saved_loader_position_is_the_batches_trained_on():
+    """Lightning prefetches a batch only from loaders without a length; if it ever read ahead of this
+    one, the position saved in a checkpoint would skip a batch on resume. Checked at every step."""
+    import pytorch_lightning as pl
+
+    x, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
+    loader = TensorBatchLoader(x, y, batch_size=8, shuffle=True)
+    seen = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((batch_idx, loader.state_dict()["batches"], loader.state_dict()["epoch"]))
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 2)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Probe()])
+    trainer.fit(Tiny(), loader)
+    # within an epoch: batches handed out == batches trained; after its last batch: the next epoch's start
+    assert seen == [(i, (i + 1) % 5, e + (i == 4)) for e in range(2) for i in range(5)]
+
+
+def test_plain_lightning_resume_from_a_checkpoint_written_at_an_epochs_last_batch(tmp_path):
+    """A step checkpoint written at the last batch of an epoch: the resumed run trains the next epoch
+    in full (the loader's saved position is the next epoch's start, not 'all batches of this one')."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    x, y = torch.randn(40, 2, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 2
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torch.nn.Linear(2, 2)
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def trainer(epochs, **kwargs):
+        return pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+
+    straight = Tiny()
+    trainer(2, enable_checkpointing=False).fit(straight, TensorBatchLoader(x, y, batch_size=8, shuffle=True))
+    first = trainer(1, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=5, save_top_k=-1)])
+    first.fit(Tiny(), TensorBatchLoader(x, y, batch_size=8, shuffle=True))
+    resumed, second = Tiny(), trainer(2, enable_checkpointing=False)
+    second.fit(resumed, TensorBatchLoader(x, y, batch_size=8, shuffle=True), ckpt_path=tmp_path / "ck" /
+               "epoch=0-step=5.ckpt")
+    assert second.global_step == 10
+    for key, value in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key

@@ -11,8 +11,8 @@ itself: each process takes every ``world_size``-th index of a shared permutation
 
 The loader is resumable: ``state_dict()`` records the epoch and how many batches of it were handed
 out, ``load_state_dict()`` makes the next iteration continue from there, and Lightning saves and
-restores that state in its checkpoints (a mid-epoch resume replays no batch and skips none; with
-Lightning's one-batch prefetch and issue #20550, see :class:`toolkit.training.ExactResume`).
+restores that state in its checkpoints: a mid-epoch resume replays no batch and skips none (for
+Lightning issue #20550 and the random generators, see :class:`toolkit.training.ExactResume`).
 """
 
 from __future__ import annotations
@@ -154,12 +154,11 @@ class TensorBatchLoader:
         """The position to resume from: the epoch and the batches of it already handed out.
 
         After the last batch of an epoch the position is the start of the next epoch. The count is of
-        batches *handed out*; a consumer that reads ahead (Lightning prefetches one batch) corrects it
-        to the batches it consumed (:class:`toolkit.training.ExactResume` does, from Lightning's own
-        progress counter).
+        batches *handed out*: a consumer that read ahead would have to subtract what it holds
+        (Lightning reads ahead only from loaders without a length, never from this one).
         """
-        epoch, batches = ((self.sampler.epoch + 1, 0) if self._exhausted
-                          else (self.sampler.epoch, self._yielded))
+        done = self._exhausted or self._yielded >= len(self)  # the last batch is out: nothing left of this epoch
+        epoch, batches = (self.sampler.epoch + 1, 0) if done else (self.sampler.epoch, self._yielded)
         return {"epoch": epoch, "batches": batches, "num_samples": self.sampler.num_samples,
                 "batch_size": self.batch_size, "shuffle": self.sampler.shuffle, "seed": self.sampler.seed}
 

@@ -2,11 +2,10 @@
 
 Lightning saves the state of every *stateful* training loader (one with ``state_dict`` and
 ``load_state_dict``, like :class:`toolkit.data.TensorBatchLoader`) in its checkpoints and restores
-it on resume. Three gaps remain, and this callback closes them:
+it on resume. (Lightning prefetches one batch only from loaders without a length; it knows the
+length of ours, so the position it saves is the batches trained on, which a test checks.) Two gaps
+remain, and this callback closes them:
 
-- Lightning fetches one batch ahead of the training step, so a loader asked for its position while
-  a checkpoint is written reports one batch more than was trained on. The saved position is
-  corrected to Lightning's own count of batches handed to the step.
 - Lightning issue #20550: when ``configure_optimizers`` reads ``trainer.estimated_stepping_batches``
   (every learning-rate schedule does), the training loader is built and its first batch fetched
   before the checkpoint is read, and the saved loader state is never applied. At ``on_train_start``
@@ -70,7 +69,7 @@ def _stateful_loaders(trainer: pl.Trainer) -> list[Any]:
 
 
 class ExactResume(pl.Callback):
-    """Make a resumed run continue exactly: loader position (prefetch-corrected, #20550) and RNG states.
+    """Make a resumed run continue exactly: the loader position (Lightning #20550) and the RNG states.
 
     No argument; no per-step cost (it acts when a checkpoint is written and once when training starts).
     """
@@ -82,17 +81,6 @@ class ExactResume(pl.Callback):
     # ---- saving ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"rng": _rng_state()}
-
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                           checkpoint: dict[str, Any]) -> None:
-        fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
-        states = fit_state.get("combined_loader")
-        if not states:
-            return
-        consumed = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        for loader, state in zip(_stateful_loaders(trainer), states):
-            if isinstance(loader, TensorBatchLoader) and state.get("epoch") == loader.sampler.epoch:
-                state["batches"] = min(state["batches"], consumed)  # the prefetched batch was not trained on
 
     # ---- resuming -------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
