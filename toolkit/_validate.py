@@ -6,7 +6,6 @@ a ``bool`` is never a number, NaN never passes a range, infinity passes only whe
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -24,20 +23,6 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
         bound = (f"in [{minimum}, {maximum}]" if minimum is not None and maximum is not None
                  else f">= {minimum}" if minimum is not None else f"<= {maximum}" if maximum is not None else "")
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}".replace("integer ,", "integer,"))
-
-
-def check_real(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False,
-               high_open: bool = False, allow_inf: bool = False) -> None:
-    """A real number (not a bool, not NaN, finite unless ``allow_inf``) in the interval ``low..high``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    if ok and not allow_inf and math.isinf(value):
-        ok = False
-    if ok:
-        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        finite = "" if allow_inf else "finite "
-        raise ValueError(f"{name} must be a {finite}number in {interval}, got {value!r}")
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -73,12 +58,3 @@ def check_class_targets(name: str, targets: Any, n: int, num_classes: int) -> No
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
         raise ValueError(f"{name} must be class indices in [0, {num_classes}), got range "
                          f"[{int(targets.min())}, {int(targets.max())}]")
-
-
-def check_factory(name: str, value: Any) -> None:
-    """A zero-argument callable that builds a layer, not a layer itself."""
-    if isinstance(value, torch.nn.Module):
-        raise TypeError(f"{name} must be a zero-argument factory of a layer (e.g. lambda: {type(value).__name__}"
-                        f"(...)), got the layer {type(value).__name__} itself: every place needs its own copy")
-    if not callable(value):
-        raise TypeError(f"{name} must be a zero-argument factory of a layer, got {type(value).__name__}")

@@ -169,8 +169,8 @@ class TensorBatchLoader:
         for key, mine in (("num_samples", self.sampler.num_samples), ("batch_size", self.batch_size),
                           ("shuffle", self.sampler.shuffle), ("seed", self.sampler.seed)):
             if key in state_dict and state_dict[key] != mine:
-                raise ValueError(f"state_dict was saved by a loader with {key}={state_dict[key]!r}, this loader has "
-                                 f"{key}={mine!r}: resuming would not continue the same batch order")
+                raise ValueError(f"state_dict was saved by a loader with {key}={state_dict[key]!r}, this loader "
+                                 f"has {key}={mine!r}: resuming would not continue the same batch order")
         batches = int(state_dict["batches"])
         if not 0 <= batches <= len(self):
             raise ValueError(f"state_dict['batches'] must be in [0, {len(self)}], got {batches}")

@@ -52,7 +52,8 @@ def slice_metrics(probs: Tensor, targets: Tensor, groups: Any = None, n_bins: in
     if not bool(torch.isfinite(probs).all()):
         raise ValueError("probs contains NaN or infinite values")
     if probs.min() < 0 or probs.max() > 1 or ((probs.sum(1) - 1).abs() > PROB_SUM_ATOL).any():
-        raise ValueError("probs must be probabilities: values in [0, 1], each row summing to 1 (pass softmax(logits))")
+        raise ValueError("probs must be probabilities: values in [0, 1], each row summing to 1 "
+                         "(pass softmax(logits))")
     if int(targets.min()) < 0 or int(targets.max()) >= probs.shape[1]:
         raise ValueError(f"targets must be class indices in [0, {probs.shape[1]}), got range "
                          f"[{int(targets.min())}, {int(targets.max())}]")

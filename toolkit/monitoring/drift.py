@@ -147,7 +147,8 @@ def input_drift(reference: Any, live: Any, alpha: float = 0.01, method: str = "k
     alpha = _check_alpha(alpha)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(psi_threshold, bool) or not isinstance(psi_threshold, (int, float)) or not 0 < psi_threshold < float("inf"):
+    if isinstance(psi_threshold, bool) or not isinstance(psi_threshold, (int, float)) \
+            or not 0 < psi_threshold < float("inf"):
         raise ValueError(f"psi_threshold must be a finite number > 0, got {psi_threshold!r}")
     features = ref.shape[1]
     ks = ks_2samp(ref, cur, axis=0, method="asymp")

@@ -13,7 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-from toolkit.regularization._checks import check_finite_number, check_positive_int, check_positive_number, check_rank
+from toolkit.regularization._checks import (check_finite_number, check_positive_int, check_positive_number,
+                                            check_rank)
 
 __all__ = ["cutmix", "cutout", "mixup"]
 

@@ -183,7 +183,8 @@ def _variational_layers(model: nn.Module, threshold: float | None = None) -> lis
 @torch.no_grad()
 def layer_sparsity(model: nn.Module, threshold: float | None = None) -> dict[str, float]:
     """Share of pruned weights (``log_alpha >= threshold``) of each variational layer, by module name."""
-    return {name: 1.0 - layer.mask(threshold).mean().item() for name, layer in _variational_layers(model, threshold)}
+    layers = _variational_layers(model, threshold)
+    return {name: 1.0 - layer.mask(threshold).mean().item() for name, layer in layers}
 
 
 @torch.no_grad()

@@ -134,8 +134,8 @@ def verify_sidecar(path: str | Path, required: bool = False) -> str | None:
     actual = sha256_file(path)
     if actual != expected:
         raise ChecksumMismatchError(
-            f"refusing {str(path)!r}: its SHA-256 is {actual}, but {sidecar.name} records {expected or '(nothing)'}; "
-            "the file changed after it was saved (a flipped bit, a partial copy or an edit)")
+            f"refusing {str(path)!r}: its SHA-256 is {actual}, but {sidecar.name} records "
+            f"{expected or '(nothing)'}; the file changed after it was saved (a flipped bit, a partial copy or an edit)")
     return actual
 
 

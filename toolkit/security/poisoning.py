@@ -248,7 +248,8 @@ def penultimate_activations(model: nn.Module, inputs: Tensor, layer: nn.Module |
     """The inputs of ``layer`` (default the model's ``classifier``: the penultimate representation),
     captured by a forward pre-hook, in eval mode, as ``(N, D)``."""
     if layer is not None and not isinstance(layer, nn.Module):
-        raise TypeError(f"layer must be an nn.Module of model (e.g. model.classifier) or None, got {type(layer).__name__}")
+        raise TypeError(f"layer must be an nn.Module of model (e.g. model.classifier) or None, "
+                        f"got {type(layer).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     layer = layer if layer is not None else _find_layer(model)

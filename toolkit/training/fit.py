@@ -166,7 +166,8 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
         if not isinstance(ckpt_path, (str, Path)):
             raise TypeError(f"ckpt_path must be None, 'last' or a path, got {type(ckpt_path).__name__}")
         if not Path(ckpt_path).is_file():
-            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (pass None, 'last' or a checkpoint)")
+            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (pass None, 'last' or a "
+                                    "checkpoint)")
     runs_dir = Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs"))
     version, resume_from = None, ckpt_path
     if ckpt_path == "last":
@@ -188,7 +189,8 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
             save_dir=runs_dir, name=name, version=version, flush_logs_every_n_steps=1)
         trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices, deterministic=deterministic,
-            logger=logger, callbacks=callbacks, plugins=plugins, log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
+            logger=logger, callbacks=callbacks, plugins=plugins,
+            log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
             enable_progress_bar=_interactive() if enable_progress_bar is None else enable_progress_bar,
             enable_model_summary=trainer_kwargs.pop("enable_model_summary", False), **trainer_kwargs)
         start = time.perf_counter()
