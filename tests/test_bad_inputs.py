@@ -773,13 +773,13 @@ bad("worst_slice-metric", lambda: governance.worst_slice(governance.slice_metric
     ValueError, "metric")
 bad("worst_slice-frame", lambda: governance.worst_slice(pd.DataFrame({"a": [1]})), ValueError, "frame")
 numbers("find_duplicates", lambda v: (lambda: governance.find_duplicates(X4.numpy(), threshold=v)), "threshold",
-        (-1, NAN, INF, True))
+        (-1, NAN, -INF, True))  # +inf is allowed: every pair with its distance (notebook 06)
 bad("find_duplicates-1d", lambda: governance.find_duplicates(np.zeros(3)), ValueError, "x")
 bad("find_duplicates-nan", lambda: governance.find_duplicates(np.full((3, 2), NAN)), ValueError, "x")
 bad("find_leakage-features", lambda: governance.find_leakage(np.zeros((3, 2)), np.zeros((3, 4))), ValueError,
     "x_test")
 numbers("find_leakage", lambda v: (lambda: governance.find_leakage(np.zeros((3, 2)), np.zeros((3, 2)),
-                                                                     threshold=v)), "threshold", (-1, NAN, INF))
+                                                                     threshold=v)), "threshold", (-1, NAN, -INF))
 bad("split_leakage-type", lambda: governance.split_leakage(X4), TypeError, "datamodule")
 bad("verify_splits-type", lambda: governance.verify_splits(X4), TypeError, "datamodule")
 bad("dataset_card-type", lambda: governance.dataset_card(X4), TypeError, "datamodule")

@@ -31,6 +31,11 @@ def expert_fractions(expert_index: Tensor, num_experts: int, dtype: torch.dtype 
     _check_expert_index(expert_index, num_experts)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    return _fractions(expert_index, num_experts, dtype)
+
+
+def _fractions(expert_index: Tensor, num_experts: int, dtype: torch.dtype) -> Tensor:
+    """:func:`expert_fractions` without the checks (for the layer's own, valid, routing indices)."""
     counts = torch.bincount(expert_index.reshape(-1), minlength=num_experts).to(dtype)
     return counts / counts.sum().clamp_min(1.0)
 
@@ -56,7 +61,13 @@ def load_balancing_loss(router_probs: Tensor, expert_index: Tensor) -> Tensor:
                          f"got shape {tuple(expert_index.shape)}")
     num_experts = router_probs.shape[1]
     _check_expert_index(expert_index, num_experts)
-    fractions = expert_fractions(expert_index, num_experts, router_probs.dtype)
+    return _balancing_loss(router_probs, expert_index)
+
+
+def _balancing_loss(router_probs: Tensor, expert_index: Tensor) -> Tensor:
+    """:func:`load_balancing_loss` without the checks (the layer calls it on every forward)."""
+    num_experts = router_probs.shape[1]
+    fractions = _fractions(expert_index, num_experts, router_probs.dtype)
     return num_experts * (fractions * router_probs.mean(dim=0)).sum()
 
 
@@ -131,8 +142,8 @@ class MoE(nn.Module):
             rows, slot = (index == e).nonzero(as_tuple=True)
             if len(rows):
                 out.index_add_(0, rows, gates[rows, slot, None] * expert(tokens[rows]))
-        self.aux_loss = load_balancing_loss(probs, index)
-        self._load = expert_fractions(index.detach(), self.num_experts)
+        self.aux_loss = _balancing_loss(probs, index)  # the router's own indices: no per-step checks
+        self._load = _fractions(index.detach(), self.num_experts, torch.float32)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def expert_load(self) -> Tensor:

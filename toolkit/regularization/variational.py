@@ -44,6 +44,11 @@ def sparse_vd_kl(log_alpha: Tensor) -> Tensor:
     check_tensor("log_alpha", log_alpha)
     if log_alpha.numel() and bool(torch.isnan(log_alpha).any()):
         raise ValueError("log_alpha contains NaN")
+    return _sparse_vd_kl(log_alpha)
+
+
+def _sparse_vd_kl(log_alpha: Tensor) -> Tensor:
+    """:func:`sparse_vd_kl` without the checks (the layers call it on every training step)."""
     return _K1 - _K1 * torch.sigmoid(_K2 + _K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
 
 
@@ -72,7 +77,7 @@ class _SparseVariational:
 
     def kl(self) -> Tensor:
         """The KL term of this layer's weights (a sum over weights)."""
-        return sparse_vd_kl(self.log_alpha).sum()
+        return _sparse_vd_kl(self.log_alpha).sum()
 
     def penalty(self) -> Tensor:
         """What :class:`~toolkit.regularization.RegularizedClassifierModule` adds to the loss (times 1/N)."""

@@ -134,10 +134,10 @@ def _perturb(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, 
         delta = (pixels + delta).clamp(0, 1) - pixels
     sign = -1.0 if targeted else 1.0
     with _eval_mode(model), torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps):
             delta.requires_grad_(True)
             logits = model(low + (pixels + delta) * scale)
-            if logits.dim() == 2 and targets.numel() and int(targets.max()) >= logits.shape[1]:
+            if step == 0 and logits.dim() == 2 and targets.numel() and int(targets.max()) >= logits.shape[1]:
                 raise ValueError(f"targets must be class indices below the model's {logits.shape[1]} outputs, "
                                  f"got maximum {int(targets.max())}")
             loss = loss_fn(logits, targets)
