@@ -393,15 +393,16 @@ bad("ConcreteDropout-layer-factory", lambda: reg.ConcreteDropout(layer=lambda: l
 numbers("concrete_dropout", lambda v: (lambda: reg.concrete_dropout(X4, torch.tensor(0.0), temperature=v)),
         "temperature", (0, NAN, INF))
 bad("concrete_dropout-p_logit", lambda: reg.concrete_dropout(X4, 0.0), TypeError, "p_logit")
-numbers("VariationalLinear", lambda v: (lambda: reg.VariationalLinear(4, 3, threshold=v)), "threshold", (NAN, INF,
-                                                                                                      True))
+numbers("VariationalLinear", lambda v: (lambda: reg.VariationalLinear(4, 3, threshold=v)), "threshold",
+        (NAN, True, "3"))  # +-inf are allowed: never / always prune (notebook 02 uses inf)
 numbers("VariationalLinear", lambda v: (lambda: reg.VariationalLinear(v, 3)), "in_features", (0, True))
-numbers("VariationalConv2d", lambda v: (lambda: reg.VariationalConv2d(1, 4, 3, threshold=v)), "threshold", (NAN, INF))
+numbers("VariationalConv2d", lambda v: (lambda: reg.VariationalConv2d(1, 4, 3, threshold=v)), "threshold",
+        (NAN, None))
 numbers("VariationalConv2d", lambda v: (lambda: reg.VariationalConv2d(1, 4, v)), "kernel_size", (0, True))
-numbers("layer_sparsity", lambda v: (lambda: reg.layer_sparsity(linear(), threshold=v)), "threshold", (NAN, INF))
-numbers("sparsity", lambda v: (lambda: reg.sparsity(linear(), threshold=v)), "threshold", (NAN, -INF, "3"))
+numbers("layer_sparsity", lambda v: (lambda: reg.layer_sparsity(linear(), threshold=v)), "threshold", (NAN, "3"))
+numbers("sparsity", lambda v: (lambda: reg.sparsity(linear(), threshold=v)), "threshold", (NAN, True, "3"))
 numbers("prune_variational", lambda v: (lambda: reg.prune_variational(linear(), threshold=v)), "threshold",
-        (NAN, INF))
+        (NAN, "3"))
 bad("sparsity-model", lambda: reg.sparsity("model"), TypeError, "model")
 bad("sparse_vd_kl-type", lambda: reg.sparse_vd_kl([0.0]), TypeError, "log_alpha")
 bad("sparse_vd_kl-nan", lambda: reg.sparse_vd_kl(torch.tensor([NAN])), ValueError, "log_alpha")

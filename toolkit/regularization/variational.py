@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from toolkit.regularization._checks import check_finite_number, check_positive_int, check_tensor
+from toolkit.regularization._checks import check_positive_int, check_tensor
 
 __all__ = ["LOG_ALPHA_THRESHOLD", "VariationalConv2d", "VariationalLinear", "layer_sparsity", "prune_variational",
            "sparse_vd_kl", "sparsity"]
@@ -60,8 +60,9 @@ class _SparseVariational:
     threshold: float
 
     def _init_variational(self, threshold: float) -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite number (a log alpha, typically 3.0), got {threshold!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold):
+            raise ValueError(f"threshold must be a number, not NaN (a log alpha, typically 3.0; inf never prunes), "
+                             f"got {threshold!r}")
         self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, LOG_SIGMA2_INIT))
         self.threshold = float(threshold)
 
@@ -178,8 +179,16 @@ class VariationalConv2d(_SparseVariational, nn.Conv2d):
         return f"{super().extra_repr()}, threshold={self.threshold}"
 
 
+def check_threshold(threshold: float | None) -> None:
+    """A log-alpha threshold: any number but NaN (``inf`` prunes nothing, ``-inf`` everything), or None.
+    A NaN threshold would compare false everywhere and mask every weight."""
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or math.isnan(threshold)):
+        raise ValueError(f"threshold must be a number (not NaN) or None, got {threshold!r}")
+
+
 def _variational_layers(model: nn.Module, threshold: float | None = None) -> list[tuple[str, _SparseVariational]]:
-    check_finite_number("threshold", threshold, allow_none=True)
+    check_threshold(threshold)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     return [(name, m) for name, m in model.named_modules() if isinstance(m, _SparseVariational)]
@@ -215,7 +224,7 @@ def prune_variational(model: nn.Module, threshold: float | None = None) -> nn.Mo
     ``nn.Conv2d`` holding ``theta``, pruned with ``torch.nn.utils.prune.custom_from_mask`` where
     ``log_alpha >= threshold``. ``model`` itself is left unchanged.
     """
-    check_finite_number("threshold", threshold, allow_none=True)
+    check_threshold(threshold)
     pruned = copy.deepcopy(model)
     for name, layer in _variational_layers(pruned):
         if isinstance(layer, nn.Conv2d):
