@@ -172,7 +172,8 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     version, resume_from = None, ckpt_path
     if ckpt_path == "last":
         version, resume_from = _last_run(runs_dir / name)
-    plugins = list(trainer_kwargs.pop("plugins", None) or [])
+    plugins = trainer_kwargs.pop("plugins", None) or []
+    plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         from toolkit.security.checkpoints import Sha256CheckpointIO  # security imports training: import late
         plugins.append(Sha256CheckpointIO())
