@@ -168,3 +168,22 @@ def test_plain_lightning_resume_from_a_checkpoint_written_at_an_epochs_last_batc
     assert second.global_step == 10
     for key, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_fit_last_resumes_the_run_of_the_same_seed_only(tmp_path):
+    """``run_seeds`` gives every seed the same name: "last" must not resume another seed's run."""
+    from toolkit.data import MoonsDataModule
+    from toolkit.models import MLP
+    from toolkit.training import ClassifierModule, fit
+
+    def run(seed, epochs, ckpt_path=None):
+        return fit(lambda: ClassifierModule(MLP(2, 2, hidden_sizes=(8,)), num_classes=2),
+                   MoonsDataModule(n_samples=100), max_epochs=epochs, seed=seed, test=False, accelerator="cpu",
+                   runs_dir=tmp_path, ckpt_path=ckpt_path, enable_progress_bar=False)
+
+    first = run(0, 1)
+    other_seed = run(1, 1, "last")
+    assert other_seed.extra["resumed_from"] is None and other_seed.run_dir != first.run_dir
+    again = run(0, 2, "last")
+    assert again.run_dir == first.run_dir and again.extra["resumed_from"] is not None
+    assert again.trainer.global_step == 2 * first.trainer.global_step  # one more epoch, not two

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -31,6 +32,7 @@ DataSpec = Union[pl.LightningDataModule, Callable[[], pl.LightningDataModule]]
 
 RUNS_DIR_ENV = "TOOLKIT_RUNS_DIR"      # where run folders go (default ./runs)
 QUIET_ENV = "TOOLKIT_QUIET"            # set to 1 to hide progress bars (CI sets CI=true)
+RUN_INFO_FILE = "fit.json"             # in each run folder: the seed (what ckpt_path="last" matches)
 _LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
                            "lightning_fabric.utilities.seed", "lightning.fabric.utilities.seed")
 _NOISE_WARNINGS = (".*smaller than the logging interval.*", ".*does not have many workers.*",
@@ -141,9 +143,9 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
         deterministic: ``torch.use_deterministic_algorithms`` (same seed, same numbers).
         enable_progress_bar: default on in a terminal or notebook, off in CI.
         ckpt_path: resume from a checkpoint. "last" continues the newest run folder of ``name``
-            (its ``version_N``, its CSV log) from the newest checkpoint in it, or starts a fresh run
-            when there is none (so a script can always pass it); a path resumes from that file in a
-            new folder. Resuming is exact, mid-epoch too (:class:`toolkit.training.ExactResume`),
+            trained with the same ``seed`` (its ``version_N``, its CSV log) from the newest checkpoint
+            in it, or starts a fresh run when there is none (so a script can always pass it); a path
+            resumes from that file in a new folder. Resuming is exact, mid-epoch too (:class:`toolkit.training.ExactResume`),
             and every checkpoint is written with a SHA-256 beside it that is verified on resume
             (:class:`toolkit.security.Sha256CheckpointIO`).
         **trainer_kwargs: anything else ``pl.Trainer`` accepts (``precision``, ``gradient_clip_val``...).
@@ -171,7 +173,7 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     runs_dir = Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs"))
     version, resume_from = None, ckpt_path
     if ckpt_path == "last":
-        version, resume_from = _last_run(runs_dir / name)
+        version, resume_from = _last_run(runs_dir / name, seed)
     plugins = trainer_kwargs.pop("plugins", None) or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
@@ -194,6 +196,9 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
             log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
             enable_progress_bar=_interactive() if enable_progress_bar is None else enable_progress_bar,
             enable_model_summary=trainer_kwargs.pop("enable_model_summary", False), **trainer_kwargs)
+        if trainer.is_global_zero:  # the seed of the run, so that "last" resumes only a run of the same seed
+            Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(logger.log_dir) / RUN_INFO_FILE).write_text(json.dumps({"seed": seed}))
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         fit_time_s = time.perf_counter() - start
@@ -229,14 +234,23 @@ class _ResumedCSVLogger(CSVLogger):
         return self._experiment
 
 
-def _last_run(run_root: Path) -> tuple[int | None, Path | None]:
-    """The newest ``version_N`` folder under ``run_root`` and its newest checkpoint (``None`` if absent).
+def _run_seed(version_dir: Path) -> int | None:
+    try:
+        return json.loads((version_dir / RUN_INFO_FILE).read_text()).get("seed")
+    except (OSError, ValueError, AttributeError):
+        return None
 
-    Checkpoints are the ``*.ckpt`` files of its ``checkpoints`` folder; the newest is the one written
-    last (as Lightning's own ``"last"`` picks), ``last.ckpt`` winning a tie.
+
+def _last_run(run_root: Path, seed: int) -> tuple[int | None, Path | None]:
+    """The newest ``version_N`` folder under ``run_root`` trained with ``seed``, and its newest checkpoint.
+
+    ``(None, None)`` when there is none (a fresh run). Runs of other seeds (``run_seeds`` shares one
+    name) are never resumed. Checkpoints are the ``*.ckpt`` files of its ``checkpoints`` folder; the
+    newest is the one written last (as Lightning's own ``"last"`` picks), ``last.ckpt`` winning a tie.
     """
     versions = [int(d.name.split("_", 1)[1]) for d in run_root.glob("version_*")
                 if d.is_dir() and d.name.split("_", 1)[1].isdigit()]
+    versions = [v for v in versions if _run_seed(run_root / f"version_{v}") == seed]
     if not versions:
         return None, None
     version = max(versions)
