@@ -59,7 +59,7 @@ class ArrayDataModule(pl.LightningDataModule, abc.ABC):
         _check_positive_int("batch_size", batch_size)
         _check_positive_int("eval_batch_size", eval_batch_size)
         # validates the fractions with clear messages before any data is touched
-        stratified_split(np.zeros(20, dtype=int), val_fraction, test_fraction, seed)  # and the seed
+        stratified_split(np.zeros(20, dtype=int), val_fraction, test_fraction, seed)
         if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) \
                 or not 0 < train_fraction <= 1:
             raise ValueError(f"train_fraction must be a number in (0, 1], got {train_fraction!r}")
