@@ -44,7 +44,7 @@ def test_resumed_run_matches_an_uninterrupted_one(digits):
     checkpoint = next((first.run_dir / "checkpoints").glob("*.ckpt"))
     resumed = fit(_digits_mlp, digits, max_epochs=4, seed=3, test=False, name="resume", ckpt_path=str(checkpoint))
     for name, value in straight.module.state_dict().items():
-        torch.testing.assert_close(resumed.module.state_dict()[name], value, msg=name)
+        assert torch.equal(resumed.module.state_dict()[name], value), name  # bitwise, as on one machine
 
 
 def test_fit_accepts_any_lightning_module_and_lightning_callbacks():

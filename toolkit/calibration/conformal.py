@@ -54,10 +54,15 @@ class SplitConformal:
         check_choice("method", method, CONFORMAL_METHODS)
         check_positive_int("k_reg", k_reg)
         check_number("lam", lam, 0, float("inf"), high_open=True)
+        if not isinstance(randomized, bool):
+            raise TypeError(f"randomized must be True or False, got {randomized!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.alpha, self.method, self.randomized = alpha, method, randomized
         self.k_reg, self.lam, self.seed = k_reg, lam, seed
         self.qhat: float | None = None
         self.n_calibration = 0
+        self.num_classes: int | None = None
 
     def _all_scores(self, probs: Tensor, seed_offset: int) -> Tensor:
         """Score of every (sample, label) pair, ``(N, C)``."""
@@ -90,6 +95,7 @@ class SplitConformal:
         # with n < 1/alpha - 1 no finite threshold gives the guarantee: every label enters every set
         self.qhat = math.inf if rank > n else float(torch.kthvalue(scores.double().cpu(), rank).values)
         self.n_calibration = n
+        self.num_classes = probs.shape[1]
         return self
 
     def predict(self, probs: Tensor) -> Tensor:
@@ -97,6 +103,9 @@ class SplitConformal:
         if self.qhat is None:
             raise RuntimeError("SplitConformal is not calibrated: call .fit(probs, targets) first")
         check_probs(probs)
+        if probs.shape[1] != self.num_classes:
+            raise ValueError(f"probs must have the {self.num_classes} classes (columns) SplitConformal was fitted "
+                             f"on, got {probs.shape[1]}")
         return self._all_scores(probs, 1) <= self.qhat
 
     def __repr__(self) -> str:
@@ -118,6 +127,8 @@ def set_coverage(sets: Tensor, targets: Tensor) -> float:
         raise ValueError(f"targets must be a tensor of shape ({len(sets)},)")
     if len(targets) == 0:
         raise ValueError("sets and targets are empty: coverage of no samples is undefined")
+    if targets.is_floating_point() or int(targets.min()) < 0 or int(targets.max()) >= sets.shape[1]:
+        raise ValueError(f"targets must be integer class indices in [0, {sets.shape[1]}) like the sets' columns")
     return float(sets.gather(1, targets[:, None].long()).float().mean())
 
 

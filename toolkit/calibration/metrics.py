@@ -29,6 +29,13 @@ _PROB_SUM_ATOL = PROB_SUM_ATOL  # kept for code that imported it from here
 NORMS = ("l1", "max")
 
 
+def _check_updated(metric: Metric) -> None:
+    """Refuse ``compute()`` before any ``update()`` (torchmetrics only warns, then divides 0 by 0)."""
+    if not metric.update_called:
+        raise RuntimeError(f"{type(metric).__name__}.compute() called before update(): no samples yet; "
+                           "call update(probs, targets) first")
+
+
 def _probs_targets_validation(probs: Tensor, targets: Tensor) -> None:
     """Check ``probs`` is ``(N, C)`` probabilities and ``targets`` ``(N,)`` class indices in ``[0, C)``."""
     check_probs_targets(probs, targets)
@@ -121,6 +128,7 @@ class BrierScore(Metric):
         self.total += total
 
     def compute(self) -> Tensor:
+        _check_updated(self)
         return _brier_compute(self.sum_squares, self.total)
 
 
@@ -174,6 +182,7 @@ class NegativeLogLikelihood(Metric):
         self.total += count
 
     def compute(self) -> Tensor:
+        _check_updated(self)
         return (self.sum_nll / self.total).float()
 
 
@@ -266,6 +275,7 @@ class ReliabilityDiagram(Metric):
         self.acc_sum += acc_sum
 
     def compute(self) -> ReliabilityBins:
+        _check_updated(self)
         return _reliability_compute(self.count, self.conf_sum, self.acc_sum)
 
 
@@ -340,9 +350,8 @@ class AdaptiveCalibrationError(Metric):
         self.correct.append(correct)
 
     def compute(self) -> Tensor:
+        _check_updated(self)
         confidences = dim_zero_cat(self.confidences)
-        if confidences.numel() == 0:
-            raise ValueError("AdaptiveCalibrationError.compute() called before any sample was seen")
         return _adaptive_compute(confidences, dim_zero_cat(self.correct), self.n_bins, self.norm)
 
 
@@ -434,6 +443,7 @@ class ClasswiseCalibrationError(Metric):
         self.label_sum += label_sum
 
     def compute(self) -> Tensor:
+        _check_updated(self)
         return _classwise_compute(self.count, self.prob_sum, self.label_sum)
 
 

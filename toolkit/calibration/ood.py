@@ -46,8 +46,9 @@ def ood_score(logits: Tensor, method: str = "msp", temperature: float = 1.0) -> 
     """
     check_choice("method", method, OOD_SCORES)
     check_logits(logits)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if method == "max_logit":
         return logits.max(1).values
     if method == "energy":
@@ -105,6 +106,12 @@ def ood_evaluate(logits_in: Tensor, logits_out: Tensor, methods: Sequence[str] =
     """
     check_logits(logits_in, "logits_in")
     check_logits(logits_out, "logits_out")
+    if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+        raise TypeError(f"methods must be a sequence of score names from {OOD_SCORES}, got {methods!r}")
+    unknown = [m for m in methods if m not in OOD_SCORES]
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty sequence of {OOD_SCORES}, got {methods!r}")
+    ood_score(logits_in[:1], "msp", temperature)  # checks temperature before any work
     if logits_in.shape[1] != logits_out.shape[1]:
         raise ValueError(f"logits_in and logits_out must have the same classes, got {logits_in.shape[1]} "
                          f"and {logits_out.shape[1]} columns")

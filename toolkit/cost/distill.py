@@ -13,14 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolkit._validate import check_class_targets
 from toolkit.training import ClassifierModule
 
 __all__ = ["DistillationModule", "distillation_loss"]
 
 
 def _check_temperature_alpha(temperature: object, alpha: object) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not 0 < temperature < float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ValueError(f"alpha must be a weight in [0, 1], got {alpha!r}")
 
@@ -52,6 +54,8 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, targets: T
                          f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
     if targets is None and alpha < 1:
         raise ValueError(f"targets are needed when alpha < 1 (got alpha={alpha})")
+    if targets is not None:
+        check_class_targets("targets", targets, student_logits.shape[0], student_logits.shape[1])
     student_logits, teacher_logits = _at_least_float32(student_logits), _at_least_float32(teacher_logits)
     soft_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
     soft_student = F.log_softmax(student_logits / temperature, dim=1)

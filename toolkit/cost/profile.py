@@ -86,6 +86,9 @@ def count_parameters(model: nn.Module, trainable_only: bool = False, nonzero: bo
         650
     """
     _check_model(model)
+    for flag, value in (("trainable_only", trainable_only), ("nonzero", nonzero)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {value!r}")
     total = 0
     for param in model.parameters():
         if trainable_only and not param.requires_grad:

@@ -55,6 +55,12 @@ class DigitsDataModule(ArrayDataModule):
                          label_noise_val=label_noise_val)
         if isinstance(image_size, bool) or image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
+        if isinstance(ood_classes, (str, bytes)) or not all(
+                isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in ood_classes):
+            raise ValueError(f"ood_classes must be a sequence of integer digits 0-9, got {ood_classes!r}")
+        for flag, value in (("flatten", flatten), ("normalize", normalize)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
         ood = tuple(int(c) for c in ood_classes)
         if any(c not in range(10) for c in ood) or len(set(ood)) != len(ood) or len(ood) > 8:
             raise ValueError(f"ood_classes must be distinct digits 0-9 leaving at least 2 classes, got {ood_classes!r}")

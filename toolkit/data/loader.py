@@ -8,15 +8,23 @@ Lightning accepts any iterable with ``__len__`` as a dataloader. Under DDP it on
 ``DistributedSampler`` into ``torch.utils.data.DataLoader`` instances, so this loader shards
 itself: each process takes every ``world_size``-th index of a shared permutation, exactly as
 ``DistributedSampler`` does, and Lightning's call to ``sampler.set_epoch`` reshuffles each epoch.
+
+The loader is resumable: ``state_dict()`` records the epoch and how many batches of it were handed
+out, ``load_state_dict()`` makes the next iteration continue from there, and Lightning saves and
+restores that state in its checkpoints: a mid-epoch resume replays no batch and skips none (for
+Lightning issue #20550 and the random generators, see :class:`toolkit.training.ExactResume`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from toolkit._validate import check_bool, check_int
 
 __all__ = ["TensorBatchLoader"]
 
@@ -100,20 +108,29 @@ class TensorBatchLoader:
         for i, t in enumerate(tensors):
             if not isinstance(t, Tensor):
                 raise TypeError(f"tensors[{i}] must be a torch.Tensor, got {type(t).__name__}")
+            if t.dim() == 0:
+                raise ValueError(f"tensors[{i}] must have a first (sample) dimension, got a 0-d tensor")
         lengths = {len(t) for t in tensors}
         if len(lengths) != 1:
             raise ValueError(f"tensors must share their first dimension, got lengths {[len(t) for t in tensors]}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if num_replicas is not None and num_replicas < 1:
-            raise ValueError(f"num_replicas must be >= 1, got {num_replicas!r}")
-        if rank is not None and not 0 <= rank < (num_replicas or 1 << 30):
-            raise ValueError(f"rank must be in [0, num_replicas), got {rank!r}")
+        if num_replicas is not None:
+            check_int("num_replicas", num_replicas, 1)
+        if rank is not None:
+            check_int("rank", rank, 0, (num_replicas or 1 << 30) - 1)
+        check_int("seed", seed, 0)
+        check_bool("shuffle", shuffle)
+        check_bool("drop_last", drop_last)
+        check_bool("pad", pad)
         self.tensors = tensors
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.sampler = _ShardedIndexSampler(len(tensors[0]), shuffle, seed, pad, num_replicas, rank)
         self.batch_sampler = None  # read by Lightning beside ``sampler``, as on a DataLoader
+        self._yielded = 0          # batches of the current iteration handed out so far
+        self._exhausted = False    # the current iteration ran to its end
+        self._resume_at = 0        # first batch of the next iteration (set by load_state_dict)
 
     @property
     def dataset_size(self) -> int:
@@ -124,10 +141,42 @@ class TensorBatchLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        start, self._resume_at = self._resume_at, 0
+        self._yielded, self._exhausted = start, False
         order = self.sampler.indices()
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            self._yielded = i + 1
             yield tuple(t[idx] for t in self.tensors)
+        self._exhausted = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position to resume from: the epoch and the batches of it already handed out.
+
+        After the last batch of an epoch the position is the start of the next epoch. The count is of
+        batches *handed out*: a consumer that read ahead would have to subtract what it holds
+        (Lightning reads ahead only from loaders without a length, never from this one).
+        """
+        done = self._exhausted or self._yielded >= len(self)  # the last batch is out: nothing left of this epoch
+        epoch, batches = (self.sampler.epoch + 1, 0) if done else (self.sampler.epoch, self._yielded)
+        return {"epoch": epoch, "batches": batches, "num_samples": self.sampler.num_samples,
+                "batch_size": self.batch_size, "shuffle": self.sampler.shuffle, "seed": self.sampler.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the next iteration from ``state_dict`` (as returned by :meth:`state_dict`)."""
+        if not isinstance(state_dict, dict) or not {"epoch", "batches"} <= set(state_dict):
+            raise ValueError(f"state_dict must be a dict from TensorBatchLoader.state_dict(), got {state_dict!r}")
+        for key, mine in (("num_samples", self.sampler.num_samples), ("batch_size", self.batch_size),
+                          ("shuffle", self.sampler.shuffle), ("seed", self.sampler.seed)):
+            if key in state_dict and state_dict[key] != mine:
+                raise ValueError(f"state_dict was saved by a loader with {key}={state_dict[key]!r}, this loader "
+                                 f"has {key}={mine!r}: resuming would not continue the same batch order")
+        batches = int(state_dict["batches"])
+        if not 0 <= batches <= len(self):
+            raise ValueError(f"state_dict['batches'] must be in [0, {len(self)}], got {batches}")
+        self.sampler.set_epoch(int(state_dict["epoch"]))
+        self._resume_at = batches
+        self._yielded, self._exhausted = batches, False
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(n={self.dataset_size}, batch_size={self.batch_size}, "

@@ -111,6 +111,10 @@ def corrupt(images: Tensor, corruption: str, severity: int, seed: int = 0) -> Te
                         + (f" of dtype {images.dtype}" if isinstance(images, Tensor) else ""))
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got shape {tuple(images.shape)}")
+    if images.numel() and not bool(torch.isfinite(images).all()):
+        raise ValueError("images contains NaN or infinite values")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     if images.numel() and (images.min() < 0 or images.max() > 1):
         raise ValueError(f"images must lie in [0, 1] (corrupt before normalizing), got range "
                          f"[{images.min().item():.3g}, {images.max().item():.3g}]")

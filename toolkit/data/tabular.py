@@ -68,8 +68,8 @@ class MoonsDataModule(_StandardizedDataModule):
                          label_noise_val=label_noise_val)
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < self.MIN_SAMPLES:
             raise ValueError(f"n_samples must be an integer >= {self.MIN_SAMPLES}, got {n_samples!r}")
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-            raise ValueError(f"noise must be a number >= 0, got {noise!r}")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < float("inf"):
+            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
         self.n_samples = n_samples
         self.noise = noise
 

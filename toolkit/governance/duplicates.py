@@ -44,7 +44,8 @@ def _as_matrix(name: str, x: Any) -> np.ndarray:
 
 def _check_threshold(threshold: Any) -> float:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
-        raise ValueError(f"threshold must be a distance >= 0 (0 = exact duplicates only), got {threshold!r}")
+        raise ValueError(f"threshold must be a distance >= 0 (0: exact duplicates only; inf: every pair), "
+                         f"got {threshold!r}")
     return float(threshold)
 
 

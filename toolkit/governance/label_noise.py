@@ -84,6 +84,8 @@ def out_of_fold_probs(x: Any, labels: Any, n_splits: int = 5, seed: int = 0, est
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    if x.size and not np.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values: impute or drop them first")
     if len(x) != len(labels):
         raise ValueError(f"x and labels must have the same length, got {len(x)} and {len(labels)}")
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
@@ -92,6 +94,17 @@ def out_of_fold_probs(x: Any, labels: Any, n_splits: int = 5, seed: int = 0, est
         estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return cross_val_predict(estimator, x, labels, cv=folds, method="predict_proba")
+
+
+PROB_SUM_ATOL = 1e-3  # rows of probabilities must sum to 1 within this tolerance
+
+
+def _check_probs_rows(probs: np.ndarray, name: str = "probs") -> None:
+    if probs.size and not np.isfinite(probs).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if probs.size and (probs.min() < 0 or probs.max() > 1 or np.abs(probs.sum(1) - 1).max() > PROB_SUM_ATOL):
+        raise ValueError(f"{name} must be probabilities: values in [0, 1], each row summing to 1 "
+                         "(pass predict_proba outputs, not scores or logits)")
 
 
 def find_label_issues(labels: Any, probs: Any, filter_by: str = "prune_by_noise_rate") -> np.ndarray:
@@ -115,6 +128,7 @@ def find_label_issues(labels: Any, probs: Any, filter_by: str = "prune_by_noise_
     if len(labels) and labels.max() >= probs.shape[1]:
         raise ValueError(f"labels must be below the number of probability columns {probs.shape[1]}, "
                          f"got maximum {labels.max()}")
+    _check_probs_rows(probs)
     return np.asarray(_cleanlab_find(labels, probs, filter_by=filter_by), dtype=bool)
 
 

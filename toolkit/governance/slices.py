@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+PROB_SUM_ATOL = 1e-3  # rows of probabilities must sum to 1 within this tolerance
+
 __all__ = ["slice_metrics", "worst_slice"]
 
 
@@ -47,6 +49,14 @@ def slice_metrics(probs: Tensor, targets: Tensor, groups: Any = None, n_bins: in
         raise TypeError(f"targets must be an integer tensor of shape ({len(probs)},)")
     if len(targets) == 0:
         raise ValueError("probs and targets are empty: there is nothing to slice")
+    if not bool(torch.isfinite(probs).all()):
+        raise ValueError("probs contains NaN or infinite values")
+    if probs.min() < 0 or probs.max() > 1 or ((probs.sum(1) - 1).abs() > PROB_SUM_ATOL).any():
+        raise ValueError("probs must be probabilities: values in [0, 1], each row summing to 1 "
+                         "(pass softmax(logits))")
+    if int(targets.min()) < 0 or int(targets.max()) >= probs.shape[1]:
+        raise ValueError(f"targets must be class indices in [0, {probs.shape[1]}), got range "
+                         f"[{int(targets.min())}, {int(targets.max())}]")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
     if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 1:

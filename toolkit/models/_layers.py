@@ -17,11 +17,15 @@ DropoutSpec = Union[float, Callable[[], nn.Module]]
 
 
 def check_norm(norm: str) -> None:
-    if norm not in NORMS:
+    if not isinstance(norm, str) or norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
 def check_dropout(dropout: DropoutSpec) -> None:
+    if isinstance(dropout, nn.Module):
+        raise TypeError(f"dropout must be a probability in [0, 1) or a zero-argument factory of a layer (e.g. "
+                        f"lambda: {type(dropout).__name__}(...)), got the layer {type(dropout).__name__} itself: "
+                        "every place in the model needs its own layer")
     if callable(dropout):
         return
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -31,6 +35,7 @@ def check_dropout(dropout: DropoutSpec) -> None:
 
 def make_dropout(dropout: DropoutSpec) -> nn.Module:
     """A fresh dropout layer: ``nn.Dropout(p)`` for a float (identity for 0), else ``dropout()``."""
+    check_dropout(dropout)
     if callable(dropout):
         layer = dropout()
         if not isinstance(layer, nn.Module):
@@ -45,6 +50,10 @@ def make_norm(norm: str, num_features: int, spatial: bool) -> nn.Module:
     ``layer`` on feature maps normalizes over (C, H, W), i.e. ``GroupNorm`` with one group.
     ``group`` uses groups of ``GROUPS`` channels (or one group per channel for narrow layers).
     """
+    check_norm(norm)
+    check_positive_int("num_features", num_features)
+    if not isinstance(spatial, bool):
+        raise TypeError(f"spatial must be True or False, got {spatial!r}")
     if norm == "batch":
         return nn.BatchNorm2d(num_features) if spatial else nn.BatchNorm1d(num_features)
     if norm == "layer":
@@ -56,6 +65,8 @@ def make_norm(norm: str, num_features: int, spatial: bool) -> nn.Module:
 
 
 def check_positive_ints(name: str, values: tuple[int, ...] | list[int], allow_empty: bool = False) -> None:
+    if not isinstance(values, (tuple, list)):
+        raise TypeError(f"{name} must be a sequence (tuple or list) of integers >= 1, got {values!r}")
     if not isinstance(values, (tuple, list)) or (not values and not allow_empty) or any(
             isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
         raise ValueError(f"{name} must be a {'possibly empty ' if allow_empty else ''}sequence of "

@@ -34,6 +34,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("num_classes", num_classes)
+        check_positive_ints("channels", channels, allow_empty=False)
         channels = tuple(channels)
         check_positive_ints("channels", channels)
         check_norm(norm)

@@ -34,6 +34,7 @@ class MLP(nn.Module):
         super().__init__()
         check_positive_int("in_features", in_features)
         check_positive_int("num_classes", num_classes)
+        check_positive_ints("hidden_sizes", hidden_sizes, allow_empty=True)
         hidden_sizes = tuple(hidden_sizes)
         check_positive_ints("hidden_sizes", hidden_sizes, allow_empty=True)
         check_norm(norm)

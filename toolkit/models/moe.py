@@ -15,9 +15,27 @@ from toolkit.models._layers import check_positive_int
 __all__ = ["MoE", "MoEMLP", "expert_fractions", "load_balancing_loss"]
 
 
+def _check_expert_index(expert_index: Tensor, num_experts: int) -> None:
+    if not isinstance(expert_index, Tensor) or expert_index.is_floating_point() or expert_index.dtype == torch.bool:
+        raise TypeError(f"expert_index must be an integer tensor of expert indices, got "
+                        f"{getattr(expert_index, 'dtype', type(expert_index).__name__)}")
+    if expert_index.numel() and (int(expert_index.min()) < 0 or int(expert_index.max()) >= num_experts):
+        raise ValueError(f"expert_index must be in [0, num_experts={num_experts}), got range "
+                         f"[{int(expert_index.min())}, {int(expert_index.max())}]")
+
+
 def expert_fractions(expert_index: Tensor, num_experts: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Share of the routing assignments that go to each expert: ``f_i``, a ``(num_experts,)`` tensor
     summing to 1. ``expert_index`` is ``(tokens,)`` for top-1 or ``(tokens, k)`` for top-k routing."""
+    check_positive_int("num_experts", num_experts)
+    _check_expert_index(expert_index, num_experts)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    return _fractions(expert_index, num_experts, dtype)
+
+
+def _fractions(expert_index: Tensor, num_experts: int, dtype: torch.dtype) -> Tensor:
+    """:func:`expert_fractions` without the checks (for the layer's own, valid, routing indices)."""
     counts = torch.bincount(expert_index.reshape(-1), minlength=num_experts).to(dtype)
     return counts / counts.sum().clamp_min(1.0)
 
@@ -34,13 +52,22 @@ def load_balancing_loss(router_probs: Tensor, expert_index: Tensor) -> Tensor:
         router_probs: ``(tokens, num_experts)`` softmax outputs of the router.
         expert_index: ``(tokens,)`` or ``(tokens, k)`` indices of the chosen experts.
     """
+    if not isinstance(router_probs, Tensor) or not router_probs.is_floating_point():
+        raise TypeError(f"router_probs must be a floating-point tensor, got {type(router_probs).__name__}")
     if router_probs.dim() != 2:
         raise ValueError(f"router_probs must have shape (tokens, num_experts), got {tuple(router_probs.shape)}")
     if expert_index.shape[0] != router_probs.shape[0]:
         raise ValueError(f"expert_index must have one row per token ({router_probs.shape[0]}), "
                          f"got shape {tuple(expert_index.shape)}")
     num_experts = router_probs.shape[1]
-    fractions = expert_fractions(expert_index, num_experts, router_probs.dtype)
+    _check_expert_index(expert_index, num_experts)
+    return _balancing_loss(router_probs, expert_index)
+
+
+def _balancing_loss(router_probs: Tensor, expert_index: Tensor) -> Tensor:
+    """:func:`load_balancing_loss` without the checks (the layer calls it on every forward)."""
+    num_experts = router_probs.shape[1]
+    fractions = _fractions(expert_index, num_experts, router_probs.dtype)
     return num_experts * (fractions * router_probs.mean(dim=0)).sum()
 
 
@@ -85,8 +112,9 @@ class MoE(nn.Module):
             raise ValueError(f"num_experts must be an integer >= 2, got {num_experts!r}")
         if top_k > num_experts:
             raise ValueError(f"top_k must be in [1, num_experts={num_experts}], got {top_k!r}")
-        if isinstance(aux_loss_coef, bool) or not isinstance(aux_loss_coef, (int, float)) or not aux_loss_coef >= 0:
-            raise ValueError(f"aux_loss_coef must be a number >= 0, got {aux_loss_coef!r}")
+        if isinstance(aux_loss_coef, bool) or not isinstance(aux_loss_coef, (int, float)) \
+                or not 0 <= aux_loss_coef < float("inf"):
+            raise ValueError(f"aux_loss_coef must be a finite number >= 0, got {aux_loss_coef!r}")
         self.in_features, self.out_features = in_features, out_features
         self.num_experts, self.top_k, self.aux_loss_coef = num_experts, top_k, float(aux_loss_coef)
         self.router = nn.Linear(in_features, num_experts)
@@ -114,8 +142,8 @@ class MoE(nn.Module):
             rows, slot = (index == e).nonzero(as_tuple=True)
             if len(rows):
                 out.index_add_(0, rows, gates[rows, slot, None] * expert(tokens[rows]))
-        self.aux_loss = load_balancing_loss(probs, index)
-        self._load = expert_fractions(index.detach(), self.num_experts)
+        self.aux_loss = _balancing_loss(probs, index)  # the router's own indices: no per-step checks
+        self._load = _fractions(index.detach(), self.num_experts, torch.float32)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def expert_load(self) -> Tensor:

@@ -21,6 +21,9 @@ class PreActBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int, norm: str,
                  drop_path_rate: float = 0.0) -> None:
         super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("stride", stride)):
+            check_positive_int(name, value)
+        check_norm(norm)
         self.norm1 = make_norm(norm, in_channels, spatial=True)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.norm2 = make_norm(norm, out_channels, spatial=True)
@@ -65,6 +68,7 @@ class ResNet(nn.Module):
         check_positive_int("in_channels", in_channels)
         check_positive_int("num_classes", num_classes)
         check_positive_int("width", width)
+        check_positive_ints("blocks_per_stage", blocks_per_stage, allow_empty=False)
         blocks_per_stage = tuple(blocks_per_stage)
         check_positive_ints("blocks_per_stage", blocks_per_stage)
         check_norm(norm)

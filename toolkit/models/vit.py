@@ -62,7 +62,8 @@ class TinyViT(nn.Module):
                              f"and patch_size={patch_size}")
         if dim % heads:
             raise ValueError(f"dim must be divisible by heads, got dim={dim} and heads={heads}")
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not mlp_ratio > 0:
+        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) \
+                or not 0 < mlp_ratio < float("inf"):
             raise ValueError(f"mlp_ratio must be a number > 0, got {mlp_ratio!r}")
         if norm_position not in NORM_POSITIONS:
             raise ValueError(f"norm_position must be one of {NORM_POSITIONS}, got {norm_position!r}")

@@ -147,8 +147,9 @@ def input_drift(reference: Any, live: Any, alpha: float = 0.01, method: str = "k
     alpha = _check_alpha(alpha)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(psi_threshold, bool) or not isinstance(psi_threshold, (int, float)) or not psi_threshold > 0:
-        raise ValueError(f"psi_threshold must be a number > 0, got {psi_threshold!r}")
+    if isinstance(psi_threshold, bool) or not isinstance(psi_threshold, (int, float)) \
+            or not 0 < psi_threshold < float("inf"):
+        raise ValueError(f"psi_threshold must be a finite number > 0, got {psi_threshold!r}")
     features = ref.shape[1]
     ks = ks_2samp(ref, cur, axis=0, method="asymp")
     stats, p_values = np.atleast_1d(ks.statistic), np.atleast_1d(ks.pvalue)
@@ -209,6 +210,11 @@ def output_drift(reference_probs: Any, live_probs: Any, alpha: float = 0.01, sta
     """
     from scipy.stats import permutation_test
 
+    ref_columns, live_columns = (_as_matrix(n, x).shape[1] for n, x in (("reference_probs", reference_probs),
+                                                                        ("live_probs", live_probs)))
+    if ref_columns != live_columns:
+        raise ValueError(f"live_probs must have the {ref_columns} classes (columns) of reference_probs, got "
+                         f"{live_columns}")
     ref, cur = _confidence("reference_probs", reference_probs), _confidence("live_probs", live_probs)
     alpha = _check_alpha(alpha)
     if statistic not in STATISTICS:

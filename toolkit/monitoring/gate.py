@@ -47,6 +47,9 @@ class GateRule:
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric:
             raise TypeError(f"metric must be a non-empty string, got {self.metric!r}")
+        for flag in ("higher_is_better", "relative"):  # a string such as "False" would read as True
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} of {self.metric!r} must be True or False, got {getattr(self, flag)!r}")
         if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) \
                 or not 0 <= self.tolerance < math.inf:
             raise ValueError(f"tolerance of {self.metric!r} must be a finite number >= 0, got {self.tolerance!r}")

@@ -134,8 +134,10 @@ class ModelRegistry:
         if version is None:
             raise ValueError("no version in production yet: pass version= or promote one first")
         self.verify(version)
-        state = torch.load(self.root / self._manifest["versions"][version]["file"], weights_only=True,
-                           map_location="cpu")
+        from toolkit.security.checkpoints import load_checkpoint_file  # clear errors for a corrupt file
+
+        state = load_checkpoint_file(self.root / self._manifest["versions"][version]["file"],
+                                     lambda path: torch.load(path, weights_only=True, map_location="cpu"))
         model.load_state_dict(state)
         return model
 

@@ -13,7 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-from toolkit.regularization._checks import check_positive_int, check_positive_number, check_rank
+from toolkit.regularization._checks import (check_finite_number, check_positive_int, check_positive_number,
+                                            check_rank)
 
 __all__ = ["cutmix", "cutout", "mixup"]
 
@@ -21,6 +22,8 @@ __all__ = ["cutmix", "cutout", "mixup"]
 def _check_pair(x: Tensor, y: Tensor) -> None:
     if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be a vector of {x.shape[0]} labels, got {getattr(y, 'shape', y)!r}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
 
 
 def _beta(alpha: float) -> float:
@@ -83,6 +86,7 @@ def cutout(x: Tensor, size: int = 4, value: float = 0.0) -> Tensor:
     """
     check_rank("x", x, (4,), "a batch of images (N, C, H, W)")
     check_positive_int("size", size)
+    check_finite_number("value", value)
     n, _, height, width = x.shape
     top = torch.randint(height, (n, 1, 1), device=x.device) - size // 2
     left = torch.randint(width, (n, 1, 1), device=x.device) - size // 2

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from toolkit.regularization._checks import check_nonnegative_number, check_positive_number, check_prob
+from toolkit.regularization._checks import (check_nonnegative_number, check_positive_number, check_prob,
+                                            check_tensor)
 
 __all__ = ["ConcreteDropout", "concrete_dropout"]
 
@@ -22,6 +23,8 @@ def concrete_dropout(x: Tensor, p_logit: Tensor, temperature: float = 0.1, train
     "dropped" indicator; as ``temperature -> 0`` it becomes ``Bernoulli(p)``.
     """
     check_positive_number("temperature", temperature)
+    check_tensor("x", x)
+    check_tensor("p_logit", p_logit)
     if not training:
         return x
     p = torch.sigmoid(p_logit)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toolkit.regularization._checks import check_positive_int, check_prob, check_rank
+from toolkit.regularization._checks import check_positive_int, check_prob, check_rank, check_tensor
 
 __all__ = ["DropBlock2d", "DropPath", "GaussianDropout", "drop_block_2d", "drop_block_seed_rate", "drop_path",
            "drop_path_rates", "gaussian_dropout"]
@@ -28,6 +28,7 @@ def drop_path(x: Tensor, drop_prob: float = 0.0, training: bool = True) -> Tenso
     subset of the batch (stochastic depth; Huang et al., 2016, arXiv:1603.09382).
     """
     check_prob("drop_prob", drop_prob)
+    check_tensor("x", x)
     if not training or drop_prob == 0.0:
         return x
     keep = 1.0 - drop_prob
@@ -91,6 +92,7 @@ def drop_block_seed_rate(drop_prob: float, block_size: int, height: int, width: 
     ``mean(1 - (1 - rate) ** n(i, j))``, with ``n(i, j)`` the number of origins whose block covers
     pixel ``(i, j)``, is solved for ``rate`` by bisection, so the target is met exactly in expectation.
     """
+    check_prob("drop_prob", drop_prob)
     if drop_prob <= 0.0:
         return 0.0
     rows, cols = _seeds_covering(height, block_size), _seeds_covering(width, block_size)
@@ -170,6 +172,7 @@ def gaussian_dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor
     """Multiply every activation by independent noise ``N(1, p / (1 - p))``: the Gaussian counterpart of
     dropout with the same mean and variance of the multiplier. See :class:`GaussianDropout`."""
     check_prob("p", p)
+    check_tensor("x", x)
     if not training or p == 0.0:
         return x
     noise = torch.randn_like(x).mul_(math.sqrt(p / (1.0 - p))).add_(1.0)

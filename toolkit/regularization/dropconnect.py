@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toolkit.regularization._checks import check_prob
+from toolkit.regularization._checks import check_positive_int, check_prob, check_tensor
 
 __all__ = ["DropConnectLinear", "drop_connect_linear"]
 
@@ -17,6 +17,11 @@ def drop_connect_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, p
     weights scaled by ``1 / (1 - p)``, so the expected pre-activation equals the plain layer's.
     The bias is never dropped. In eval mode it is ``F.linear(x, weight, bias)``."""
     check_prob("p", p)
+    check_tensor("x", x)
+    check_tensor("weight", weight)
+    if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"weight must have shape (out_features, in_features={x.shape[-1] if x.dim() else '?'}) to "
+                         f"match x of shape {tuple(x.shape)}, got {tuple(weight.shape)}")
     if not training or p == 0.0:
         return F.linear(x, weight, bias)
     mask = torch.empty_like(weight).bernoulli_(1.0 - p).div_(1.0 - p)
@@ -43,6 +48,8 @@ class DropConnectLinear(nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, p: float = 0.5) -> None:
         check_prob("p", p)
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
         super().__init__(in_features, out_features, bias=bias)
         self.p = float(p)
 

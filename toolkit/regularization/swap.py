@@ -31,8 +31,10 @@ def replace_modules(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Modu
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not kinds or not all(isinstance(k, type) and issubclass(k, nn.Module) for k in kinds):
         raise TypeError(f"kind must be an nn.Module subclass or a tuple of them, got {kind!r}")
-    if not callable(build):
-        raise TypeError(f"build must be a callable taking the old module, got {type(build).__name__}")
+    if isinstance(build, nn.Module) or not callable(build):
+        what = " (a layer, not a function)" if isinstance(build, nn.Module) else ""
+        raise TypeError(f"build must be a callable taking the old module and returning the new one, got "
+                        f"{type(build).__name__}{what}")
     count = 0
     for name, child in list(model.named_children()):
         if isinstance(child, kinds):
@@ -57,6 +59,15 @@ def swap_dropout(model: nn.Module, factory: Callable[[], nn.Module]) -> int:
         >>> swap_dropout(model, lambda: GaussianDropout(0.5)), type(model[1]).__name__
         (1, 'GaussianDropout')
     """
-    if not callable(factory):
-        raise TypeError(f"factory must be a zero-argument callable returning an nn.Module, got {type(factory).__name__}")
-    return replace_modules(model, _DROPOUTS, lambda _old: factory())
+    if isinstance(factory, nn.Module) or not callable(factory):
+        what = ": a layer itself, but every place needs its own" if isinstance(factory, nn.Module) else ""
+        raise TypeError(f"factory must be a zero-argument callable returning an nn.Module (e.g. lambda: "
+                        f"nn.Dropout(0.3)), got {type(factory).__name__}{what}")
+
+    def build(_old: nn.Module) -> nn.Module:
+        layer = factory()
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"factory must return an nn.Module, got {type(layer).__name__}")
+        return layer
+
+    return replace_modules(model, _DROPOUTS, build)

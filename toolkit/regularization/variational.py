@@ -15,11 +15,14 @@ The loss is ``cross_entropy + KL / num_train``:
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import prune
+
+from toolkit.regularization._checks import check_positive_int, check_tensor
 
 __all__ = ["LOG_ALPHA_THRESHOLD", "VariationalConv2d", "VariationalLinear", "layer_sparsity", "prune_variational",
            "sparse_vd_kl", "sparsity"]
@@ -38,6 +41,14 @@ def sparse_vd_kl(log_alpha: Tensor) -> Tensor:
     with ``k1, k2, k3 = 0.63576, 1.87320, 1.48695``. It is positive, decreasing in ``alpha`` and tends
     to 0 as ``alpha`` grows, so minimizing it pushes weights towards pure noise (and pruning).
     """
+    check_tensor("log_alpha", log_alpha)
+    if log_alpha.numel() and bool(torch.isnan(log_alpha).any()):
+        raise ValueError("log_alpha contains NaN")
+    return _sparse_vd_kl(log_alpha)
+
+
+def _sparse_vd_kl(log_alpha: Tensor) -> Tensor:
+    """:func:`sparse_vd_kl` without the checks (the layers call it on every training step)."""
     return _K1 - _K1 * torch.sigmoid(_K2 + _K3 * log_alpha) + 0.5 * F.softplus(-log_alpha)
 
 
@@ -49,8 +60,9 @@ class _SparseVariational:
     threshold: float
 
     def _init_variational(self, threshold: float) -> None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise ValueError(f"threshold must be a number (a log alpha, typically 3.0), got {threshold!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or math.isnan(threshold):
+            raise ValueError(f"threshold must be a number, not NaN (a log alpha, typically 3.0; inf never prunes), "
+                             f"got {threshold!r}")
         self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, LOG_SIGMA2_INIT))
         self.threshold = float(threshold)
 
@@ -66,7 +78,7 @@ class _SparseVariational:
 
     def kl(self) -> Tensor:
         """The KL term of this layer's weights (a sum over weights)."""
-        return sparse_vd_kl(self.log_alpha).sum()
+        return _sparse_vd_kl(self.log_alpha).sum()
 
     def penalty(self) -> Tensor:
         """What :class:`~toolkit.regularization.RegularizedClassifierModule` adds to the loss (times 1/N)."""
@@ -95,6 +107,8 @@ class VariationalLinear(_SparseVariational, nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  threshold: float = LOG_ALPHA_THRESHOLD) -> None:
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
         super().__init__(in_features, out_features, bias=bias)
         self._init_variational(threshold)
 
@@ -134,6 +148,10 @@ class VariationalConv2d(_SparseVariational, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], stride: int = 1,
                  padding: int | str = 0, dilation: int = 1, groups: int = 1, bias: bool = True,
                  threshold: float = LOG_ALPHA_THRESHOLD) -> None:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            check_positive_int(name, value)
+        for size in (kernel_size if isinstance(kernel_size, tuple) else (kernel_size,)):
+            check_positive_int("kernel_size", size)
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias)
         self._init_variational(threshold)
@@ -161,7 +179,16 @@ class VariationalConv2d(_SparseVariational, nn.Conv2d):
         return f"{super().extra_repr()}, threshold={self.threshold}"
 
 
-def _variational_layers(model: nn.Module) -> list[tuple[str, _SparseVariational]]:
+def check_threshold(threshold: float | None) -> None:
+    """A log-alpha threshold: any number but NaN (``inf`` prunes nothing, ``-inf`` everything), or None.
+    A NaN threshold would compare false everywhere and mask every weight."""
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or math.isnan(threshold)):
+        raise ValueError(f"threshold must be a number (not NaN) or None, got {threshold!r}")
+
+
+def _variational_layers(model: nn.Module, threshold: float | None = None) -> list[tuple[str, _SparseVariational]]:
+    check_threshold(threshold)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     return [(name, m) for name, m in model.named_modules() if isinstance(m, _SparseVariational)]
@@ -170,14 +197,15 @@ def _variational_layers(model: nn.Module) -> list[tuple[str, _SparseVariational]
 @torch.no_grad()
 def layer_sparsity(model: nn.Module, threshold: float | None = None) -> dict[str, float]:
     """Share of pruned weights (``log_alpha >= threshold``) of each variational layer, by module name."""
-    return {name: 1.0 - layer.mask(threshold).mean().item() for name, layer in _variational_layers(model)}
+    layers = _variational_layers(model, threshold)
+    return {name: 1.0 - layer.mask(threshold).mean().item() for name, layer in layers}
 
 
 @torch.no_grad()
 def sparsity(model: nn.Module, threshold: float | None = None) -> float:
     """Share of all variational weights of ``model`` that are pruned at ``threshold`` (each layer's own
     threshold by default); 0.0 when the model has no variational layer."""
-    layers = _variational_layers(model)
+    layers = _variational_layers(model, threshold)
     total = sum(layer.weight.numel() for _, layer in layers)
     if total == 0:
         return 0.0
@@ -196,8 +224,7 @@ def prune_variational(model: nn.Module, threshold: float | None = None) -> nn.Mo
     ``nn.Conv2d`` holding ``theta``, pruned with ``torch.nn.utils.prune.custom_from_mask`` where
     ``log_alpha >= threshold``. ``model`` itself is left unchanged.
     """
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-        raise ValueError(f"threshold must be a number or None, got {threshold!r}")
+    check_threshold(threshold)
     pruned = copy.deepcopy(model)
     for name, layer in _variational_layers(pruned):
         if isinstance(layer, nn.Conv2d):

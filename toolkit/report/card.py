@@ -82,8 +82,8 @@ def _check_args(model: Any, datamodule: Any, severity: Any, epsilon: Any, advers
                         f"got {type(datamodule).__name__}")
     if isinstance(severity, bool) or severity not in (1, 2, 3, 4, 5):
         raise ValueError(f"severity must be an integer in 1-5, got {severity!r}")
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon >= 0:
-        raise ValueError(f"epsilon must be a number >= 0 (pixel units), got {epsilon!r}")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0 <= epsilon < float("inf"):
+        raise ValueError(f"epsilon must be a finite number >= 0 (pixel units), got {epsilon!r}")
     if isinstance(adversarial_samples, bool) or not isinstance(adversarial_samples, int) or adversarial_samples < 1:
         raise ValueError(f"adversarial_samples must be an integer >= 1, got {adversarial_samples!r}")
 
@@ -108,6 +108,11 @@ def evaluate_model(model: nn.Module, datamodule: Any, *, corruptions: Sequence[s
     from toolkit.data import CORRUPTIONS
 
     _check_args(model, datamodule, severity, epsilon, adversarial_samples)
+    for name, value in (("pgd_steps", pgd_steps), ("latency_batch", latency_batch), ("n_bins", n_bins)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if isinstance(corruptions, str):
+        raise TypeError(f"corruptions must be a sequence of corruption names, got the string {corruptions!r}")
     corruptions = sorted(CORRUPTIONS) if corruptions is None else list(corruptions)
     unknown = [c for c in corruptions if c not in CORRUPTIONS]
     if unknown or not corruptions:
@@ -178,6 +183,8 @@ def report_card(models: Mapping[str, nn.Module | Sequence[nn.Module]], datamodul
 
 def summarize_card(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of every metric, one row per model (columns ``(metric, stat)``)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a DataFrame from report_card, got {type(frame).__name__}")
     if "model" not in frame.columns:
         raise ValueError(f"frame must come from report_card (a 'model' column), got columns {list(frame.columns)}")
     metrics = [m for m in METRICS if m in frame.columns]

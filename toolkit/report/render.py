@@ -20,7 +20,10 @@ _DASHBOARD_METRICS = ("accuracy", "ece", "ece_ts", "shift_accuracy", "shift_ece"
 
 
 def _check_frame(frame: object) -> None:
-    if not isinstance(frame, pd.DataFrame) or "model" not in frame.columns:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a report_card DataFrame (with a 'model' column), "
+                        f"got {type(frame).__name__}")
+    if "model" not in frame.columns:
         raise ValueError("frame must be a report_card DataFrame (with a 'model' column)")
 
 

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -54,9 +55,9 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _check_number(name: str, value: Any, low: float = 0.0, strict: bool = False) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
     if bad or (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be a number {'>' if strict else '>='} {low}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {value!r}")
 
 
 def _check_attack_args(model: Any, inputs: Any, targets: Any, epsilon: Any, norm: str, steps: Any,
@@ -65,9 +66,15 @@ def _check_attack_args(model: Any, inputs: Any, targets: Any, epsilon: Any, norm
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(inputs, Tensor) or not inputs.is_floating_point():
         raise TypeError(f"inputs must be a floating-point tensor, got {type(inputs).__name__}")
-    if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.shape != inputs.shape[:1]:
-        raise TypeError(f"targets must be an integer tensor of shape ({len(inputs)},), got "
-                        f"{getattr(targets, 'dtype', type(targets).__name__)} {tuple(getattr(targets, 'shape', ()))}")
+    if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.dtype == torch.bool:
+        raise TypeError(f"targets must be an integer tensor of class indices, got "
+                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
+    if targets.shape != inputs.shape[:1]:
+        raise ValueError(f"targets must have shape ({len(inputs)},) like inputs, got {tuple(targets.shape)}")
+    if targets.numel() and int(targets.min()) < 0:
+        raise ValueError(f"targets must be class indices >= 0, got minimum {int(targets.min())}")
+    if inputs.numel() and not bool(torch.isfinite(inputs).all()):
+        raise ValueError("inputs contains NaN or infinite values")
     _check_number("epsilon", epsilon)
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -77,7 +84,8 @@ def _check_attack_args(model: Any, inputs: Any, targets: Any, epsilon: Any, norm
         _check_number("step_size", step_size, strict=True)
     if input_range is not None:
         if (not isinstance(input_range, (tuple, list)) or len(input_range) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in input_range)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in input_range)
                 or not input_range[0] < input_range[1]):
             raise ValueError(f"input_range must be a pair (low, high) with low < high, or None, got {input_range!r}")
         low, high = input_range
@@ -126,9 +134,13 @@ def _perturb(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, 
         delta = (pixels + delta).clamp(0, 1) - pixels
     sign = -1.0 if targeted else 1.0
     with _eval_mode(model), torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps):
             delta.requires_grad_(True)
-            loss = loss_fn(model(low + (pixels + delta) * scale), targets)
+            logits = model(low + (pixels + delta) * scale)
+            if step == 0 and logits.dim() == 2 and targets.numel() and int(targets.max()) >= logits.shape[1]:
+                raise ValueError(f"targets must be class indices below the model's {logits.shape[1]} outputs, "
+                                 f"got maximum {int(targets.max())}")
+            loss = loss_fn(logits, targets)
             (grad,) = torch.autograd.grad(loss, delta)
             delta = delta.detach()
             if norm == "linf":
@@ -196,7 +208,7 @@ def fgsm(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, *, n
 def _batches(data: Any) -> Iterable[tuple[Tensor, Tensor]]:
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
         return [tuple(data)]
-    if hasattr(data, "__iter__"):
+    if hasattr(data, "__iter__") and not isinstance(data, (Tensor, str, bytes)):
         return data
     raise TypeError(f"data must be a pair (inputs, targets) of tensors or a loader of such batches, "
                     f"got {type(data).__name__}")
@@ -221,6 +233,8 @@ def robust_accuracy(model: nn.Module, data: Any, attack: Callable[..., Tensor] =
     """
     if not callable(attack):
         raise TypeError(f"attack must be callable like pgd(model, inputs, targets, epsilon), got {attack!r}")
+    if isinstance(epsilons, (int, float, str)):
+        raise TypeError(f"epsilons must be a sequence of budgets (e.g. (0.0, 0.1)), got {epsilons!r}")
     epsilons = list(epsilons)
     if not epsilons:
         raise ValueError("epsilons must hold at least one budget, got none")

@@ -74,8 +74,10 @@ def add_trigger(images01: Tensor, patch_size: int = 2, value: float = 1.0, corne
         corner: "bottom_right", "bottom_left", "top_right" or "top_left".
     """
     corners = ("bottom_right", "bottom_left", "top_right", "top_left")
-    if not isinstance(images01, Tensor) or images01.dim() != 4:
-        raise TypeError(f"images01 must be a (N, C, H, W) tensor, got {tuple(getattr(images01, 'shape', ()))}")
+    if not isinstance(images01, Tensor):
+        raise TypeError(f"images01 must be a (N, C, H, W) tensor, got {type(images01).__name__}")
+    if images01.dim() != 4:
+        raise ValueError(f"images01 must be a (N, C, H, W) tensor, got shape {tuple(images01.shape)}")
     side = min(images01.shape[2:])
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or not 1 <= patch_size <= side:
         raise ValueError(f"patch_size must be an integer in [1, {side}], got {patch_size!r}")
@@ -122,6 +124,9 @@ class PoisonedDataModule(pl.LightningDataModule):
         if isinstance(target_label, bool) or not isinstance(target_label, int) \
                 or not 0 <= target_label < base.num_classes:
             raise ValueError(f"target_label must be a class index in [0, {base.num_classes}), got {target_label!r}")
+        add_trigger(torch.zeros(1, 1, patch_size if isinstance(patch_size, int) and patch_size > 0 else 1,
+                                patch_size if isinstance(patch_size, int) and patch_size > 0 else 1),
+                    patch_size, patch_value, corner)  # checks patch_size, patch_value and corner now
         self.base, self.poison, self.poison_rate, self.target_label = base, poison, poison_rate, target_label
         self.patch_size, self.patch_value, self.corner, self.seed = patch_size, patch_value, corner, seed
         self.exclude = torch.as_tensor(list(exclude) if not isinstance(exclude, Tensor) else exclude,
@@ -212,11 +217,20 @@ def attack_success_rate(model: nn.Module, triggered_inputs: Tensor, target_label
     target are left out when ``true_labels`` is given)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if isinstance(target_label, bool) or not isinstance(target_label, int) or target_label < 0:
+        raise ValueError(f"target_label must be a class index >= 0, got {target_label!r}")
     if true_labels is not None:
         _check_labels("true_labels", true_labels)
+        if len(true_labels) != len(triggered_inputs):
+            raise ValueError(f"true_labels must have one label per triggered input ({len(triggered_inputs)}), "
+                             f"got {len(true_labels)}")
         triggered_inputs = triggered_inputs[true_labels != target_label]
     if len(triggered_inputs) == 0:
         raise ValueError("triggered_inputs holds no sample outside the target class")
+    with _eval_mode(model), torch.no_grad():
+        classes = model(triggered_inputs[:1]).shape[-1]
+    if target_label >= classes:
+        raise ValueError(f"target_label must be below the model's {classes} classes, got {target_label}")
     return (_predict(model, triggered_inputs) == target_label).float().mean().item()
 
 
@@ -233,6 +247,11 @@ def penultimate_activations(model: nn.Module, inputs: Tensor, layer: nn.Module |
                             batch_size: int = 1024) -> Tensor:
     """The inputs of ``layer`` (default the model's ``classifier``: the penultimate representation),
     captured by a forward pre-hook, in eval mode, as ``(N, D)``."""
+    if layer is not None and not isinstance(layer, nn.Module):
+        raise TypeError(f"layer must be an nn.Module of model (e.g. model.classifier) or None, "
+                        f"got {type(layer).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     layer = layer if layer is not None else _find_layer(model)
     captured: list[Tensor] = []
     handle = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach().flatten(1)))
@@ -270,8 +289,9 @@ def spectral_signatures(features: Tensor, labels: Tensor, poison_rate: float,
     if len(labels) != len(features):
         raise ValueError(f"labels must have length {len(features)}, got {len(labels)}")
     _check_rate("poison_rate", poison_rate)
-    if isinstance(removal_factor, bool) or not isinstance(removal_factor, (int, float)) or removal_factor <= 0:
-        raise ValueError(f"removal_factor must be a number > 0, got {removal_factor!r}")
+    if isinstance(removal_factor, bool) or not isinstance(removal_factor, (int, float)) \
+            or not 0 < removal_factor < float("inf"):
+        raise ValueError(f"removal_factor must be a finite number > 0, got {removal_factor!r}")
     features = features.double()
     scores = torch.zeros(len(labels), dtype=torch.float64)
     flagged = torch.zeros(len(labels), dtype=torch.bool)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.classification import binary_auroc
 
+from toolkit._validate import check_class_targets, check_int, check_tensor
 from toolkit.security.evasion import _eval_mode
 from toolkit.training import ClassifierModule
 
@@ -58,7 +59,15 @@ def per_sample_loss(model: nn.Module, inputs: Tensor, targets: Tensor, batch_siz
     """Cross-entropy of each sample under ``model`` in eval mode, ``(N,)``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_int("batch_size", batch_size, 1)
+    check_tensor("inputs", inputs)
+    check_tensor("targets", targets, floating=False)
+    if targets.shape != inputs.shape[:1]:
+        raise ValueError(f"targets must have shape ({len(inputs)},) like inputs, got {tuple(targets.shape)}")
     with _eval_mode(model):
+        if len(inputs):
+            classes = model(inputs[:1]).shape[-1]
+            check_class_targets("targets", targets, len(inputs), classes)
         return torch.cat([F.cross_entropy(model(inputs[i:i + batch_size]), targets[i:i + batch_size], reduction="none")
                           for i in range(0, len(inputs), batch_size)])
 
@@ -68,6 +77,8 @@ def membership_auc(member_losses: Tensor, nonmember_losses: Tensor) -> float:
     for name, t in (("member_losses", member_losses), ("nonmember_losses", nonmember_losses)):
         if not isinstance(t, Tensor) or t.dim() != 1 or len(t) == 0:
             raise ValueError(f"{name} must be a non-empty 1-D tensor of losses")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or infinite losses")
     scores = -torch.cat([member_losses, nonmember_losses]).double()
     labels = torch.cat([torch.ones(len(member_losses)), torch.zeros(len(nonmember_losses))]).long()
     return binary_auroc(scores, labels).item()
@@ -142,7 +153,7 @@ class PoissonSampledDataModule(pl.LightningDataModule):
 
     def __init__(self, base: pl.LightningDataModule) -> None:
         super().__init__()
-        if not hasattr(base, "tensors"):
+        if not isinstance(base, pl.LightningDataModule) or not hasattr(base, "tensors"):
             raise TypeError(f"base must be a DataModule with tensors(split), got {type(base).__name__}")
         self.base = base
 
@@ -195,11 +206,12 @@ class DPClassifierModule(ClassifierModule):
         from opacus.validators import ModuleValidator
 
         super().__init__(backbone, num_classes, **kwargs)
-        for name, value, ok in (("noise_multiplier", noise_multiplier, lambda v: v >= 0),
-                                ("max_grad_norm", max_grad_norm, lambda v: v > 0),
+        for name, value, ok in (("noise_multiplier", noise_multiplier, lambda v: 0 <= v < float("inf")),
+                                ("max_grad_norm", max_grad_norm, lambda v: 0 < v < float("inf")),
                                 ("delta", delta, lambda v: 0 < v < 1)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-                allowed = {"noise_multiplier": ">= 0", "max_grad_norm": "> 0", "delta": "in (0, 1)"}[name]
+                allowed = {"noise_multiplier": "finite, >= 0", "max_grad_norm": "finite, > 0",
+                           "delta": "in (0, 1)"}[name]
                 raise ValueError(f"{name} must be a number {allowed}, got {value!r}")
         errors = ModuleValidator.validate(backbone, strict=False)
         if errors:

@@ -17,6 +17,8 @@ __all__ = ["AdaptiveGradientClipping", "adaptive_clip_grad_", "unitwise_norm"]
 
 def unitwise_norm(x: Tensor) -> Tensor:
     """L2 norm of each output unit: the whole tensor for ``ndim <= 1``, else over all dims but the first."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim <= 1:
         return torch.linalg.vector_norm(x)
     return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)

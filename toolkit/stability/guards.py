@@ -29,6 +29,8 @@ def skip_optimizer_step(module: nn.Module) -> None:
     decay, no change to its state (Adam's moments and step count), so weights and optimizer state
     stay bitwise as they were. The LR scheduler still advances.
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     for param in module.parameters():
         param.grad = None
 
@@ -208,8 +210,8 @@ class LossSpikeGuard(pl.Callback):
         check_positive_float("k", k)
         if isinstance(min_history, bool) or not isinstance(min_history, int) or not 3 <= min_history <= window:
             raise ValueError(f"min_history must be an integer in [3, window={window}], got {min_history!r}")
-        if isinstance(rel_floor, bool) or not isinstance(rel_floor, (int, float)) or not rel_floor >= 0:
-            raise ValueError(f"rel_floor must be a number >= 0, got {rel_floor!r}")
+        if isinstance(rel_floor, bool) or not isinstance(rel_floor, (int, float)) or not 0 <= rel_floor < math.inf:
+            raise ValueError(f"rel_floor must be a finite number >= 0, got {rel_floor!r}")
         check_positive_int("max_consecutive", max_consecutive)
         self.window, self.k, self.min_history = window, float(k), min_history
         self.rel_floor, self.max_consecutive = float(rel_floor), max_consecutive

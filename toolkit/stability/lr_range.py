@@ -29,6 +29,10 @@ def divergence_lr(lrs: Sequence[float], losses: Sequence[float], threshold: floa
     check_positive_float("threshold", threshold)
     if len(lrs) != len(losses):
         raise ValueError(f"lrs and losses must have the same length, got {len(lrs)} and {len(losses)}")
+    if not len(lrs):
+        raise ValueError("lrs and losses are empty: there is no curve to read")
+    if any(isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf for lr in lrs):
+        raise ValueError(f"lrs must be finite learning rates > 0, got {list(lrs)!r}")
     best = math.inf
     for i, (lr, loss) in enumerate(zip(lrs, losses)):
         if i >= 1 and (not math.isfinite(loss) or loss > threshold * best):
@@ -86,6 +90,8 @@ def lr_range_test(model: pl.LightningModule, data: pl.LightningDataModule, *, mi
     """
     if not isinstance(model, pl.LightningModule):
         raise TypeError(f"model must be a LightningModule, got {type(model).__name__}")
+    if not isinstance(data, pl.LightningDataModule):
+        raise TypeError(f"data must be a LightningDataModule, got {type(data).__name__}")
     check_positive_float("min_lr", min_lr)
     check_positive_float("max_lr", max_lr)
     if min_lr >= max_lr:

@@ -43,6 +43,9 @@ class GradientNormMonitor(pl.Callback):
 
     def __init__(self, layer_every_n_steps: int = 25, weights_only: bool = True, log: bool = True) -> None:
         check_positive_int("layer_every_n_steps", layer_every_n_steps)
+        for flag, value in (("weights_only", weights_only), ("log", log)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False, got {value!r}")
         self.layer_every_n_steps = layer_every_n_steps
         self.weights_only = bool(weights_only)
         self.log = bool(log)

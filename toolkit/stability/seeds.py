@@ -60,10 +60,14 @@ def seed_variance(variants: Mapping[str, Mapping[str, Any]], data: Any, seeds: I
 
 def seed_spread(frame: pd.DataFrame, metric: str = "test_acc", by: str | Sequence[str] = "variant") -> pd.DataFrame:
     """Per group: mean, standard deviation, worst, best, range and interquartile range of ``metric``."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame (from seed_variance), got {type(frame).__name__}")
     by_cols = [by] if isinstance(by, str) else list(by)
-    missing = [c for c in [metric, *by_cols] if c not in frame.columns]
+    if metric not in frame.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the frame; columns are {list(frame.columns)}")
+    missing = [c for c in by_cols if c not in frame.columns]
     if missing:
-        raise ValueError(f"columns {missing} are not in the frame; columns are {list(frame.columns)}")
+        raise ValueError(f"by columns {missing} are not in the frame; columns are {list(frame.columns)}")
     grouped = frame.groupby(by_cols)[metric]
     table = grouped.agg(["mean", "std", "min", "max", "count"])
     table["range"] = table["max"] - table["min"]

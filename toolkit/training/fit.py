@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -17,6 +18,11 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.plugins.io import CheckpointIO
+
+from toolkit.training.resume import ExactResume
 
 from toolkit.training.parallel import fit_seeds_in_parallel, resolve_n_jobs, result_from_worker
 
@@ -28,6 +34,7 @@ DataSpec = Union[pl.LightningDataModule, Callable[[], pl.LightningDataModule]]
 
 RUNS_DIR_ENV = "TOOLKIT_RUNS_DIR"      # where run folders go (default ./runs)
 QUIET_ENV = "TOOLKIT_QUIET"            # set to 1 to hide progress bars (CI sets CI=true)
+RUN_INFO_FILE = "fit.json"             # in each run folder: the seed (what ckpt_path="last" matches)
 _LIGHTNING_INFO_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
                            "lightning_fabric.utilities.seed", "lightning.fabric.utilities.seed")
 _NOISE_WARNINGS = (".*smaller than the logging interval.*", ".*does not have many workers.*",
@@ -88,6 +95,8 @@ def silence_lightning() -> None:
 
 def read_history(log_dir: str | Path) -> pd.DataFrame:
     """Per-epoch train/val metrics from a CSVLogger folder (one row per epoch)."""
+    if not isinstance(log_dir, (str, Path)):
+        raise TypeError(f"log_dir must be a str or Path, got {type(log_dir).__name__}")
     path = Path(log_dir) / "metrics.csv"
     if not path.exists():
         return pd.DataFrame()
@@ -103,6 +112,9 @@ def read_history(log_dir: str | Path) -> pd.DataFrame:
 
 
 def _build(spec: Any, kind: type, name: str) -> Any:
+    if isinstance(spec, torch.nn.Module) and not isinstance(spec, kind):
+        raise TypeError(f"{name} must be a {kind.__name__} or a zero-argument factory of one, got the "
+                        f"nn.Module {type(spec).__name__}: wrap it, e.g. ClassifierModule(backbone, num_classes)")
     obj = spec() if callable(spec) and not isinstance(spec, kind) else spec
     if not isinstance(obj, kind):
         raise TypeError(f"{name} must be a {kind.__name__} or a zero-argument factory of one, "
@@ -132,7 +144,12 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
         accelerator, devices: as for ``pl.Trainer`` ("auto" finds a GPU when there is one).
         deterministic: ``torch.use_deterministic_algorithms`` (same seed, same numbers).
         enable_progress_bar: default on in a terminal or notebook, off in CI.
-        ckpt_path: resume from a checkpoint ("last" or a path).
+        ckpt_path: resume from a checkpoint. "last" continues the newest run folder of ``name``
+            trained with the same ``seed`` (its ``version_N``, its CSV log) from the newest checkpoint
+            in it, or starts a fresh run when there is none (so a script can always pass it); a path
+            resumes from that file in a new folder. Resuming is exact, mid-epoch too (:class:`toolkit.training.ExactResume`),
+            and every checkpoint is written with a SHA-256 beside it that is verified on resume
+            (:class:`toolkit.security.Sha256CheckpointIO`).
         **trainer_kwargs: anything else ``pl.Trainer`` accepts (``precision``, ``gradient_clip_val``...).
 
     Returns:
@@ -146,31 +163,115 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     for i, callback in enumerate(callbacks):
         if not isinstance(callback, pl.Callback):
             raise TypeError(f"callbacks[{i}] must be a pytorch_lightning.Callback, got {type(callback).__name__}")
+    if not isinstance(name, str) or not name:
+        raise (TypeError if not isinstance(name, str) else ValueError)(
+            f"name must be a non-empty string (the run's folder), got {name!r}")
+    if ckpt_path is not None and ckpt_path != "last":
+        if not isinstance(ckpt_path, (str, Path)):
+            raise TypeError(f"ckpt_path must be None, 'last' or a path, got {type(ckpt_path).__name__}")
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path {str(ckpt_path)!r} is not a file (pass None, 'last' or a "
+                                    "checkpoint)")
     runs_dir = Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs"))
+    version, resume_from = None, ckpt_path
+    if ckpt_path == "last":
+        version, resume_from = _last_run(runs_dir / name, seed)
+    plugins = trainer_kwargs.pop("plugins", None) or []
+    plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        from toolkit.security.checkpoints import Sha256CheckpointIO  # security imports training: import late
+        plugins.append(Sha256CheckpointIO())
+    callbacks = list(callbacks)
+    if not any(isinstance(callback, ExactResume) for callback in callbacks):
+        callbacks.append(ExactResume())
     with quiet_lightning():
+        warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
         pl.seed_everything(seed, workers=True, verbose=False)
         module = _build(model, pl.LightningModule, "model")
         datamodule = _build(data, pl.LightningDataModule, "data")
-        logger = CSVLogger(save_dir=runs_dir, name=name)
+        # rows reach the file as they are logged, so a run killed with SIGKILL keeps its history
+        logger = (CSVLogger if version is None else _ResumedCSVLogger)(
+            save_dir=runs_dir, name=name, version=version, flush_logs_every_n_steps=1)
         trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices, deterministic=deterministic,
-            logger=logger, callbacks=list(callbacks), log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
+            logger=logger, callbacks=callbacks, plugins=plugins,
+            log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
             enable_progress_bar=_interactive() if enable_progress_bar is None else enable_progress_bar,
             enable_model_summary=trainer_kwargs.pop("enable_model_summary", False), **trainer_kwargs)
+        if trainer.is_global_zero:  # the seed of the run, so that "last" resumes only a run of the same seed
+            Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(logger.log_dir) / RUN_INFO_FILE).write_text(json.dumps({"seed": seed}))
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         fit_time_s = time.perf_counter() - start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if test and not trainer.interrupted:
             for results in trainer.test(module, datamodule=datamodule, verbose=False):
                 metrics.update({k: float(v) for k, v in results.items()})
     return FitResult(module=module, trainer=trainer, metrics=metrics, history=read_history(logger.log_dir),
-                     run_dir=Path(logger.log_dir), fit_time_s=fit_time_s, seed=seed)
+                     run_dir=Path(logger.log_dir), fit_time_s=fit_time_s, seed=seed,
+                     extra={"resumed_from": None if resume_from is None else Path(resume_from)})
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                header = file.readline().strip()
+            self.metrics_keys = sorted(key for key in header.split(",") if key)
+
+
+class _ResumedCSVLogger(CSVLogger):
+    """The CSV logger of a resumed run: rows before the interruption stay (rows replayed from the
+    checkpoint's step on appear twice in the file; :func:`read_history` keeps the later ones)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def _run_seed(version_dir: Path) -> int | None:
+    try:
+        return json.loads((version_dir / RUN_INFO_FILE).read_text()).get("seed")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _last_run(run_root: Path, seed: int) -> tuple[int | None, Path | None]:
+    """The newest ``version_N`` folder under ``run_root`` trained with ``seed``, and its newest checkpoint.
+
+    ``(None, None)`` when there is none (a fresh run). Runs of other seeds (``run_seeds`` shares one
+    name) are never resumed. Checkpoints are the ``*.ckpt`` files of its ``checkpoints`` folder; the
+    newest is the one written last (as Lightning's own ``"last"`` picks), ``last.ckpt`` winning a tie.
+    """
+    versions = [int(d.name.split("_", 1)[1]) for d in run_root.glob("version_*")
+                if d.is_dir() and d.name.split("_", 1)[1].isdigit()]
+    versions = [v for v in versions if _run_seed(run_root / f"version_{v}") == seed]
+    if not versions:
+        return None, None
+    version = max(versions)
+    checkpoints = sorted((run_root / f"version_{version}" / "checkpoints").glob("*.ckpt"),
+                         key=lambda p: (p.stat().st_mtime_ns, p.stem.startswith("last")))
+    return version, (checkpoints[-1] if checkpoints else None)
 
 
 def _eval_trainer(accelerator: str) -> pl.Trainer:
     return pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False)
+
+
+def _check_loader(loader: Any) -> None:
+    if isinstance(loader, pl.LightningDataModule):
+        return
+    if loader is None or isinstance(loader, (str, bytes, torch.Tensor)) or not hasattr(loader, "__iter__"):
+        raise TypeError(f"loader must be an iterable of batches (a DataLoader, a TensorBatchLoader) or a "
+                        f"LightningDataModule, got {type(loader).__name__}")
 
 
 def evaluate(module: pl.LightningModule, loader: Any, accelerator: str = "auto") -> dict[str, float]:
@@ -181,6 +282,7 @@ def evaluate(module: pl.LightningModule, loader: Any, accelerator: str = "auto")
     """
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
+    _check_loader(loader)
     with quiet_lightning():
         results = _eval_trainer(accelerator).test(module, loader, verbose=False)
     return {k: float(v) for k, v in results[0].items()}
@@ -190,6 +292,7 @@ def predict_logits(module: pl.LightningModule, loader: Any, accelerator: str = "
     """Concatenated ``predict_step`` outputs (logits for a ClassifierModule) over ``loader``, on CPU."""
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
+    _check_loader(loader)
     with quiet_lightning():
         outputs = _eval_trainer(accelerator).predict(module, loader)
     return torch.cat([o.detach().cpu() for o in outputs])
@@ -268,6 +371,14 @@ def run_seeds(model: Callable[[], pl.LightningModule], data: DataSpec, seeds: It
 
 def summarize(frame: pd.DataFrame, metrics: Sequence[str], by: str | Sequence[str] | None = None) -> pd.DataFrame:
     """Mean, standard deviation and count of ``metrics`` over seeds (grouped ``by`` columns)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame (from run_seeds), got {type(frame).__name__}")
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    groups = [] if by is None else [by] if isinstance(by, str) else list(by)
+    absent = [column for column in groups if column not in frame.columns]
+    if absent:
+        raise ValueError(f"by {absent} are not columns of the frame; columns are {list(frame.columns)}")
     missing = [m for m in metrics if m not in frame.columns]
     if missing:
         raise ValueError(f"metrics {missing} are not columns of the frame; columns are {list(frame.columns)}")

@@ -92,7 +92,6 @@ class ClassifierModule(pl.LightningModule):
         self.train_metrics = _stage_metrics(num_classes, ece_bins)
         self.val_metrics = _stage_metrics(num_classes, ece_bins)
         self.test_metrics = _stage_metrics(num_classes, ece_bins)
-        self._checked_stages: set[str] = set()
         self._metric_buffers: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {stage: [] for stage in STAGES}
 
     def forward(self, x: Tensor) -> Tensor:
@@ -103,9 +102,9 @@ class ClassifierModule(pl.LightningModule):
         return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
 
     def _check_batch(self, stage: str, logits: Tensor, targets: Tensor) -> None:
-        """Validate the first batch of each stage: logits shape and target range."""
-        if stage in self._checked_stages:
-            return
+        """Validate every batch: logits shape, target dtype and shape (attribute reads), target range
+        (one ``aminmax`` over the batch's labels: a bad label can arrive in any batch, and torch's own
+        error for it, "Target 7 is out of bounds", names neither the batch nor the rule)."""
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"backbone output must have shape (batch, num_classes={self.num_classes}), "
                              f"got {tuple(logits.shape)}; build the backbone with num_classes={self.num_classes}")
@@ -113,10 +112,11 @@ class ClassifierModule(pl.LightningModule):
             raise ValueError(f"targets must have shape ({logits.shape[0]},), got {tuple(targets.shape)}")
         if targets.is_floating_point():
             raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}")
-        if targets.numel() and (targets.min() < 0 or targets.max() >= self.num_classes):
-            raise ValueError(f"targets must be class indices in [0, {self.num_classes}), got range "
-                             f"[{targets.min().item()}, {targets.max().item()}]")
-        self._checked_stages.add(stage)
+        if targets.numel():
+            low, high = torch.aminmax(targets)
+            if low < 0 or high >= self.num_classes:
+                raise ValueError(f"targets must be class indices in [0, {self.num_classes}), got range "
+                                 f"[{low.item()}, {high.item()}] in a {stage} batch")
 
     def update_metrics(self, stage: str, logits: Tensor, targets: Tensor, loss: Tensor) -> None:
         """Accumulate the epoch metrics of ``stage`` from a batch's logits (logged at epoch end).
@@ -192,6 +192,10 @@ class ClassifierModule(pl.LightningModule):
         self.log_epoch_metrics("test")
 
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError(f"batch must be a tuple or list (inputs, targets, ...), got {type(batch).__name__}"
+                            + (f" with keys {sorted(batch)}: unpack it in a subclass's training_step"
+                               if isinstance(batch, dict) else ""))
         x, targets = batch[0], batch[1]
         logits = self(x)
         self._check_batch(stage, logits, targets)
