@@ -110,8 +110,10 @@ bad("Moons-fractions-sum", lambda: data.MoonsDataModule(val_fraction=0.5, test_f
 numbers("Moons", lambda v: (lambda: data.MoonsDataModule(n_samples=v)), "n_samples", (0, -5, True, 2.5))
 numbers("Moons", lambda v: (lambda: data.MoonsDataModule(noise=v)), "noise", (-0.1, NAN, INF, True))
 numbers("Digits", lambda v: (lambda: data.DigitsDataModule(image_size=v)), "image_size", (7, 0, True, "8"))
-numbers("Digits", lambda v: (lambda: data.DigitsDataModule(ood_classes=v)), "ood_classes",
-        ((10,), (1, 1), (-1,), tuple(range(9)), (1.5,), "89"))
+for _module in (data.DigitsDataModule, data.MNIST1DDataModule):
+    numbers(_module.__name__, lambda v, c=_module: (lambda: c(ood_classes=v)), "ood_classes",
+            ((10,), (1, 1), (-1,), tuple(range(9)), (1.5,), (True,)))
+    typed(_module.__name__, lambda v, c=_module: (lambda: c(ood_classes=v)), "ood_classes", ("89", 5, None))
 bad("Digits-flatten-str", lambda: data.DigitsDataModule(flatten="no"), TypeError, "flatten")
 bad("Digits-normalize-int", lambda: data.DigitsDataModule(normalize=2), TypeError, "normalize")
 bad("Digits-tensors-split", lambda: data.DigitsDataModule().tensors("training"), ValueError, "split")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from toolkit.data.base import ArrayDataModule
+from toolkit.data.held_out import HeldOutClassesMixin
 from toolkit.data.loader import TensorBatchLoader
 from toolkit.data.shift import corrupt
 
@@ -19,7 +20,7 @@ IMAGE_SIZES = (8, 16, 32)
 _MAX_PIXEL = 16.0  # sklearn's digits are integers 0..16
 
 
-class DigitsDataModule(ArrayDataModule):
+class DigitsDataModule(HeldOutClassesMixin, ArrayDataModule):
     """The UCI handwritten digits shipped with scikit-learn: 1,797 images of 8x8 pixels, 10 classes.
 
     Real data that needs no download. Pixels are scaled to ``[0, 1]``, optionally upsampled
@@ -55,24 +56,14 @@ class DigitsDataModule(ArrayDataModule):
                          label_noise_val=label_noise_val)
         if isinstance(image_size, bool) or image_size not in IMAGE_SIZES:
             raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
-        if isinstance(ood_classes, (str, bytes)) or not all(
-                isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in ood_classes):
-            raise ValueError(f"ood_classes must be a sequence of integer digits 0-9, got {ood_classes!r}")
         for flag, value in (("flatten", flatten), ("normalize", normalize)):
             if not isinstance(value, bool):
                 raise TypeError(f"{flag} must be True or False, got {value!r}")
-        ood = tuple(int(c) for c in ood_classes)
-        if any(c not in range(10) for c in ood) or len(set(ood)) != len(ood) or len(ood) > 8:
-            raise ValueError(f"ood_classes must be distinct digits 0-9 leaving at least 2 classes, got {ood_classes!r}")
         self.image_size = image_size
         self.flatten = flatten
         self.normalize = normalize
-        self.ood_classes = tuple(sorted(ood))
-        self.in_classes = tuple(c for c in range(10) if c not in self.ood_classes)
-        self.class_names = tuple(str(c) for c in self.in_classes)
+        self._hold_out(ood_classes)
         self.mean, self.std = 0.0, 1.0
-        self._relabel = np.full(10, -1, dtype=np.int64)
-        self._relabel[list(self.in_classes)] = np.arange(len(self.in_classes))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -89,10 +80,6 @@ class DigitsDataModule(ArrayDataModule):
 
         digits = load_digits()
         return digits.images.astype(np.float32), digits.target.astype(np.int64)
-
-    def split_labels(self, y: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        kept = index[np.isin(y[index], self.in_classes)]
-        return kept, self._relabel[y[kept]]
 
     def images01(self, x: np.ndarray) -> Tensor:
         """Raw 8x8 arrays to ``(N, 1, S, S)`` images in ``[0, 1]`` at this module's size."""
@@ -132,16 +119,3 @@ class DigitsDataModule(ArrayDataModule):
     def shift_dataloader(self, corruption: str, severity: int, seed: int = 0) -> TensorBatchLoader:
         """A test loader over "Digits-C": the test split under ``corruption`` at ``severity`` 1-5."""
         return self.loader(*self.shifted_tensors(corruption, severity, seed))
-
-    def ood_tensors(self) -> Tensor:
-        """Model inputs of every sample of the held-out ``ood_classes``."""
-        if not self.ood_classes:
-            raise ValueError("ood_classes is empty: build the module with e.g. ood_classes=(8, 9)")
-        self.setup()
-        x, y = self.load_arrays()
-        return self.transform(x[np.isin(y, self.ood_classes)])
-
-    def ood_dataloader(self) -> TensorBatchLoader:
-        """Out-of-distribution inputs (held-out digits), with label ``-1`` for each."""
-        inputs = self.ood_tensors()
-        return self.loader(inputs, torch.full((len(inputs),), -1, dtype=torch.long))

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from toolkit.data.base import ArrayDataModule
+from toolkit.data.held_out import HeldOutClassesMixin
 from toolkit.data.loader import TensorBatchLoader
 
 __all__ = ["MNIST1D_CORRUPTIONS", "MNIST1D_SHIFT_LEVELS", "MNIST1DDataModule", "make_mnist1d",
@@ -238,7 +239,7 @@ def make_mnist1d(num_samples: int = 5000, seed: int = 42, iid_noise_scale: float
 
 
 # ---- the DataModule ----------------------------------------------------------------------------------
-class MNIST1DDataModule(ArrayDataModule):
+class MNIST1DDataModule(HeldOutClassesMixin, ArrayDataModule):
     """MNIST-1D (Greydanus, 2020, "Scaling down deep learning", arXiv:2011.14439) as a DataModule.
 
     The samples are a pure function of the generator's arguments (``num_samples``,
@@ -291,23 +292,13 @@ class MNIST1DDataModule(ArrayDataModule):
         for name, value in (("shuffle_seq", shuffle_seq), ("flatten", flatten), ("normalize", normalize)):
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {value!r}")
-        if isinstance(ood_classes, (str, bytes)) or not isinstance(ood_classes, Sequence):
-            raise TypeError(f"ood_classes must be a sequence of digits, got {ood_classes!r}")
-        ood = tuple(ood_classes)
-        if any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c not in range(NUM_DIGITS)
-               for c in ood) or len(set(ood)) != len(ood) or len(ood) > NUM_DIGITS - 2:
-            raise ValueError(f"ood_classes must be distinct digits 0-9 leaving at least 2 classes, got {ood_classes!r}")
         self.num_samples = int(num_samples)
         self.generator_seed = int(generator_seed)
         self.shuffle_seq = shuffle_seq
         self.flatten = flatten
         self.normalize = normalize
-        self.ood_classes = tuple(sorted(int(c) for c in ood))
-        self.in_classes = tuple(c for c in range(NUM_DIGITS) if c not in self.ood_classes)
-        self.class_names = tuple(str(c) for c in self.in_classes)
+        self._hold_out(ood_classes)
         self.mean, self.std = 0.0, 1.0
-        self._relabel = np.full(NUM_DIGITS, -1, dtype=np.int64)
-        self._relabel[list(self.in_classes)] = np.arange(len(self.in_classes))
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
@@ -329,10 +320,6 @@ class MNIST1DDataModule(ArrayDataModule):
         if self._arrays is None:
             self._arrays = self._signals(self.generator_args)
         return self._arrays
-
-    def split_labels(self, y: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        kept = index[np.isin(y[index], self.in_classes)]
-        return kept, self._relabel[y[kept]]
 
     def fit_transform(self, x_train: np.ndarray) -> None:
         if self.normalize:
@@ -380,16 +367,3 @@ class MNIST1DDataModule(ArrayDataModule):
     def shift_dataloader(self, corruption: str, severity: int, seed: int = 0) -> TensorBatchLoader:
         """A test loader over "MNIST-1D-C": ``corruption`` in ``MNIST1D_CORRUPTIONS`` at ``severity`` 1-5."""
         return self.loader(*self.shifted_tensors(corruption, severity, seed))
-
-    def ood_tensors(self) -> Tensor:
-        """Model inputs of every sample of the held-out ``ood_classes``."""
-        if not self.ood_classes:
-            raise ValueError("ood_classes is empty: build the module with e.g. ood_classes=(8, 9)")
-        self.setup()
-        x, y = self.load_arrays()
-        return self.transform(x[np.isin(y, self.ood_classes)])
-
-    def ood_dataloader(self) -> TensorBatchLoader:
-        """Out-of-distribution inputs (held-out digits), with label ``-1`` for each."""
-        inputs = self.ood_tensors()
-        return self.loader(inputs, torch.full((len(inputs),), -1, dtype=torch.long))
