@@ -220,3 +220,34 @@ def test_compile_refuses_early_without_a_compiler(monkeypatch):
     assert not compress.has_c_compiler()
     with pytest.raises(RuntimeError, match="compiler"):
         compile_model(_mlp())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("structured", [False, True])
+def test_pruning_survives_a_resume_from_a_checkpoint_written_after_the_pruning_epoch(tmp_path, structured):
+    """B2 of the drop-in review: the checkpoint held the zeroed weights but not the masks, so the
+    resumed epochs regrew them (sparsity 0.0-0.07 at the end instead of 0.5)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    g = torch.Generator().manual_seed(0)
+    loader = TensorBatchLoader(torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g),
+                               batch_size=16)
+
+    def trainer(max_epochs, folder):
+        return pl.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                          default_root_dir=tmp_path / folder,
+                          callbacks=[pruning_callback(0.5, structured=structured),
+                                     ModelCheckpoint(dirpath=tmp_path / folder, save_last=True, save_top_k=0)])
+
+    uninterrupted = _Classifier()
+    trainer(4, "uninterrupted").fit(uninterrupted, loader)
+    trainer(2, "interrupted").fit(_Classifier(), loader)  # pruned at the end of epoch 0, stopped after epoch 1
+    resumed = _Classifier()
+    trainer(4, "interrupted").fit(resumed, loader, ckpt_path=tmp_path / "interrupted" / "last.ckpt")
+    if structured:
+        assert int((resumed.net[0].weight == 0).all(dim=1).sum()) == round(0.5 * 32)
+    else:
+        assert weight_sparsity(resumed) == weight_sparsity(uninterrupted) == pytest.approx(0.5, abs=2e-3)
+    expected = dict(uninterrupted.named_parameters())
+    for name, value in resumed.named_parameters():
+        torch.testing.assert_close(value, expected[name]), "the resumed run is the uninterrupted one"

@@ -30,12 +30,23 @@ def _as_batches(loaders: Any) -> list:
 
 class _ScaleLogits:
     """The forward hook: divide the logits of the output by the scaler's ``T`` (a class, not a closure,
-    so ``copy.deepcopy`` of the model gives the copy's hook the copy's scaler)."""
+    so ``copy.deepcopy`` of the model gives the copy's hook the copy's scaler).
+
+    Under DDP, Lightning runs ``training_step``/``validation_step`` through the wrapped module's
+    ``__call__`` with ``forward`` swapped for the step; :meth:`pre` sees that swap and the hook then
+    leaves that call's output (the step's, not logits) alone.
+    """
 
     def __init__(self, scaler: TemperatureScaling) -> None:
         self.scaler = scaler
+        self._redirected: list[bool] = []
+
+    def pre(self, module: nn.Module, args: Any) -> None:
+        self._redirected.append(getattr(module.forward, "__func__", None) is not type(module).forward)
 
     def __call__(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if self._redirected and self._redirected.pop():
+            return None
         scaler = self.scaler
         recording = getattr(scaler, "recording", None)
         if recording is not None:
@@ -43,6 +54,14 @@ class _ScaleLogits:
         if not getattr(scaler, "applied", True):
             return None
         return replace_logits(output, scaler.scale(output_logits(output)))
+
+
+def _hook_of(hook: Any) -> _ScaleLogits:
+    return hook if isinstance(hook, _ScaleLogits) else hook.__self__
+
+
+def _is_ours(hook: Any) -> bool:
+    return isinstance(hook, _ScaleLogits) or isinstance(getattr(hook, "__self__", None), _ScaleLogits)
 
 
 def attach_temperature_scaling(module: nn.Module, temperature: float = 1.0,
@@ -87,11 +106,14 @@ def attach_temperature_scaling(module: nn.Module, temperature: float = 1.0,
         module.add_module(SCALER_ATTRIBUTE, scaler)
     scaler.applied, scaler.recording = getattr(scaler, "applied", True), getattr(scaler, "recording", None)
     for other in module.modules():  # one hook, on the chosen submodule
-        for key, hook in list(other._forward_hooks.items()):
-            if isinstance(hook, _ScaleLogits) and other is not target:
-                del other._forward_hooks[key]
-    if not any(isinstance(hook, _ScaleLogits) for hook in target._forward_hooks.values()):
-        target.register_forward_hook(_ScaleLogits(scaler))
+        for hooks in (other._forward_hooks, other._forward_pre_hooks):
+            for key, hook in list(hooks.items()):
+                if _is_ours(hook) and (other is not target or _hook_of(hook).scaler is not scaler):
+                    del hooks[key]
+    if not any(_is_ours(hook) for hook in target._forward_hooks.values()):
+        hook = _ScaleLogits(scaler)
+        target.register_forward_pre_hook(hook.pre)
+        target.register_forward_hook(hook)
     return scaler
 
 

@@ -23,6 +23,7 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 from contextlib import contextmanager
 
 import pytorch_lightning as pl
@@ -201,7 +202,14 @@ def pruning_callback(sparsity: float, structured: bool = False, at_epoch: int = 
 
 class PruneOnce(ModelPruning):
     """Lightning's ``ModelPruning`` that prunes once and finds, at ``setup``, the Linear/Conv weights
-    of the module it trains (see :func:`pruning_callback`, which builds it)."""
+    of the module it trains (see :func:`pruning_callback`, which builds it).
+
+    Resumable: the pruning masks are part of the callback's state (``state_dict()["masks"]``, one
+    boolean tensor per pruned weight, by parameter name), so a run resumed from a checkpoint
+    written after the pruning epoch re-applies them when training starts and the pruned weights
+    stay at zero (``ModelPruning`` alone checkpoints the zeroed weights but not the masks, and the
+    resumed epochs would regrow them).
+    """
 
     def __init__(self, sparsity: float, structured: bool = False, at_epoch: int = 0) -> None:
         _check_sparsity(sparsity)
@@ -212,13 +220,51 @@ class PruneOnce(ModelPruning):
                          use_global_unstructured=not structured, apply_pruning=self._is_pruning_epoch,
                          make_pruning_permanent=True, use_lottery_ticket_hypothesis=False, verbose=0, **options)
         self.sparsity, self.structured, self.at_epoch = float(sparsity), structured, at_epoch
+        self._module: nn.Module | None = None
+        self._restored_masks: dict[str, Tensor] = {}
 
     def _is_pruning_epoch(self, epoch: int) -> bool:
         return epoch == self.at_epoch
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._parameters_to_prune = prunable_weights(pl_module, structured=self.structured)
+        self._module = pl_module
+        self._restored_masks = {}  # a checkpoint's masks arrive after setup, through load_state_dict
         super().setup(trainer, pl_module, stage)
+
+    def _named_targets(self) -> dict[str, tuple[nn.Module, str]]:
+        if self._module is None:
+            return {}
+        names = {id(m): name for name, m in self._module.named_modules()}
+        return {f"{names[id(m)]}.{attr}".lstrip("."): (m, attr) for m, attr in self._parameters_to_prune}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        masks, self._restored_masks = self._restored_masks, {}
+        targets = self._named_targets()
+        for key, mask in masks.items():
+            if key not in targets:
+                raise ValueError(f"PruneOnce: the checkpoint has a pruning mask for {key!r}, which is not a "
+                                 f"prunable weight of {type(pl_module).__name__} (have {sorted(targets)})")
+            module, attr = targets[key]
+            if hasattr(module, f"{attr}_mask"):
+                continue  # already pruned in this process
+            prune.custom_from_mask(module, attr, mask.to(getattr(module, attr).device))
+
+    def _current_masks(self) -> dict[str, Tensor]:
+        return {key: getattr(module, f"{attr}_mask").detach().bool().cpu()
+                for key, (module, attr) in self._named_targets().items() if hasattr(module, f"{attr}_mask")}
+
+    def make_pruning_permanent(self, module: nn.Module) -> None:
+        # training ends: keep the masks for a checkpoint written after this (ModelCheckpoint's last.ckpt)
+        self._restored_masks = self._current_masks() or self._restored_masks
+        super().make_pruning_permanent(module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": self._current_masks() or dict(self._restored_masks)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_masks = {key: torch.as_tensor(mask).bool() for key, mask in state_dict.get("masks", {}).items()}
 
 
 class LowPrecision(nn.Module):
