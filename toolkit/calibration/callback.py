@@ -171,6 +171,10 @@ class TemperatureScalingCallback(pl.Callback):
         self._fitted_at_step = -1
 
     @property
+    def state_key(self) -> str:
+        return self._generate_state_key(logits_module=self.logits_module)
+
+    @property
     def temperature(self) -> float:
         return self.calibrator.temperature
 

@@ -23,14 +23,16 @@ import re
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
 from contextlib import contextmanager
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelPruning
 from torch import Tensor, nn
 from torch.nn.utils import prune
+
+from toolkit._structure import output_logits, replace_logits
 
 __all__ = ["BACKENDS", "PRUNABLE_LAYERS", "LowPrecision", "PruneOnce", "compile_model", "has_c_compiler",
            "prunable_weights", "prune_model", "pruning_callback", "quantize_int8", "weight_sparsity"]
@@ -223,6 +225,10 @@ class PruneOnce(ModelPruning):
         self._module: nn.Module | None = None
         self._restored_masks: dict[str, Tensor] = {}
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(sparsity=self.sparsity, structured=self.structured, at_epoch=self.at_epoch)
+
     def _is_pruning_epoch(self, epoch: int) -> bool:
         return epoch == self.at_epoch
 
@@ -287,8 +293,11 @@ class LowPrecision(nn.Module):
         self.dtype = dtype
         self.model = copy.deepcopy(model).to(dtype)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x.to(self.dtype)).float()
+    def forward(self, x: Tensor) -> Any:
+        output = self.model(x.to(self.dtype))
+        if isinstance(output, Tensor):
+            return output.float()
+        return replace_logits(output, output_logits(output).float())  # an output object: its logits
 
     def extra_repr(self) -> str:
         return f"dtype={self.dtype}"

@@ -22,6 +22,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ThroughputMonitor
 
+from toolkit._structure import batch_size
+
 __all__ = ["CostAssumptions", "CostMeter", "break_even_predictions", "cost_table"]
 
 _BYTES_PER_MB = 2**20
@@ -144,8 +146,7 @@ def _peak_rss_fallback() -> int:
 
 
 def _first_dim(batch: Any) -> int:
-    first = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return int(first.size(0))
+    return batch_size(batch)
 
 
 class CostMeter(ThroughputMonitor):
@@ -169,7 +170,9 @@ class CostMeter(ThroughputMonitor):
 
     Args:
         assumptions: power and price used for the energy and money estimates.
-        batch_size_fn: samples in a batch; default the first dimension of the batch's first tensor.
+        batch_size_fn: samples in a batch; default the first dimension of the inputs (a tensor batch,
+            ``batch[0]`` of a tuple, a dict's ``"x"``/``"inputs"``/``"features"``... key, else its
+            first tensor).
         window_size: batches over which ThroughputMonitor averages its rates.
 
     Example:
@@ -196,6 +199,10 @@ class CostMeter(ThroughputMonitor):
         self._step_start: float | None = None
         self._train_start: float | None = None
         self._hwm_reset = False
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(assumptions=self.assumptions, window_size=self.kwargs.get("window_size"))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

@@ -21,12 +21,15 @@ import statistics
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from toolkit._structure import check_hook, output_logits
 
 __all__ = ["activation_memory_bytes", "compare_latency", "count_flops", "count_parameters", "measure_latency",
            "model_size_bytes", "profile_model", "time_phases"]
@@ -94,7 +97,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = False, nonzero: bo
     return total
 
 
-def count_flops(model: nn.Module, example: Tensor, backward: bool = False) -> float:
+def count_flops(model: nn.Module, example: Tensor, backward: bool = False,
+                logits_fn: Callable[[Any], Tensor] | None = None) -> float:
     """FLOPs per sample of a forward pass (``backward``: forward plus backward, i.e. a training step).
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` on ``example`` and divided by its batch size.
@@ -107,10 +111,11 @@ def count_flops(model: nn.Module, example: Tensor, backward: bool = False) -> fl
     """
     _check_model(model)
     _check_example(example)
+    check_hook("logits_fn", logits_fn)
     if backward:  # a copy in train mode: the model's gradients and norm statistics stay untouched
         work = copy.deepcopy(model).train()
         with FlopCounterMode(display=False) as counter:
-            _run_example(work, example).float().sum().backward()
+            (logits_fn or output_logits)(_run_example(work, example)).float().sum().backward()
         return counter.get_total_flops() / len(example)
     was_training = model.training
     model.eval()
@@ -166,7 +171,7 @@ def model_size_bytes(model: nn.Module, compress: bool = False) -> int:
     return len(zlib.compress(data, level=6)) if compress else len(data)
 
 
-def profile_model(model: nn.Module, example: Tensor) -> pd.Series:
+def profile_model(model: nn.Module, example: Tensor, logits_fn: Callable[[Any], Tensor] | None = None) -> pd.Series:
     """Parameters, FLOPs per sample (inference and training step), activation memory per sample and
     size on disk, as one pandas Series (stack several with ``pd.DataFrame({...})``)."""
     _check_model(model)
@@ -175,7 +180,7 @@ def profile_model(model: nn.Module, example: Tensor) -> pd.Series:
     return pd.Series({
         "parameters": count_parameters(model),
         "flops_per_sample": count_flops(model, example),
-        "train_flops_per_sample": count_flops(model, example, backward=True),
+        "train_flops_per_sample": count_flops(model, example, backward=True, logits_fn=logits_fn),
         "activation_bytes_per_sample": activation,
         "size_mb": model_size_bytes(model) / _BYTES_PER_MB,
     })
@@ -276,8 +281,12 @@ def measure_latency(model: nn.Module, example: Tensor, batch_sizes: Sequence[int
 
 def time_phases(model: nn.Module, example: Tensor, targets: Tensor, *, repeats: int = 20,
                 loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-                optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW) -> pd.DataFrame:
+                optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW,
+                logits_fn: Callable[[Any], Tensor] | None = None) -> pd.DataFrame:
     """Where the time of one training step goes, beside one inference call on the same batch.
+
+    ``logits_fn`` maps the model's output to what ``loss_fn`` takes; the default reads a tensor,
+    ``output["logits"]``, ``output.logits`` or ``output[0]`` (so output objects work as they are).
 
     Times, as medians over ``repeats`` steps (after one untimed step), the phases of a training step
     of a copy of ``model`` (the model itself is left untouched): ``forward`` (with the loss),
@@ -290,6 +299,7 @@ def time_phases(model: nn.Module, example: Tensor, targets: Tensor, *, repeats: 
     """
     _check_model(model)
     _check_example(example)
+    check_hook("logits_fn", logits_fn)
     if not isinstance(targets, Tensor) or len(targets) != len(example):
         raise ValueError(f"targets must be a tensor with one entry per example row ({len(example)}), "
                          f"got {getattr(targets, 'shape', type(targets).__name__)}")
@@ -301,7 +311,7 @@ def time_phases(model: nn.Module, example: Tensor, targets: Tensor, *, repeats: 
         work.train()
         _synchronize(example)
         t0 = time.perf_counter()
-        loss = loss_fn(_run_example(work, example), targets)
+        loss = loss_fn((logits_fn or output_logits)(_run_example(work, example)), targets)
         _synchronize(example)
         t1 = time.perf_counter()
         loss.backward()
