@@ -22,6 +22,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ThroughputMonitor
 
+from toolkit._lightning import namespace_of, submodule
 from toolkit._structure import batch_size
 
 __all__ = ["CostAssumptions", "CostMeter", "break_even_predictions", "cost_table"]
@@ -152,7 +153,8 @@ def _first_dim(batch: Any) -> int:
 class CostMeter(ThroughputMonitor):
     """Measure what training costs: time per step, samples per second, peak memory, energy and money.
 
-    Built on Lightning's :class:`~pytorch_lightning.callbacks.ThroughputMonitor`, which it extends, so
+    Works under ``pytorch_lightning`` and ``lightning.pytorch`` Trainers alike. Built on Lightning's
+    :class:`~pytorch_lightning.callbacks.ThroughputMonitor`, which it extends, so
     the logger also receives Lightning's throughput metrics (``train|samples_per_sec``...; with MFU
     when the module defines ``flops_per_batch``). On top it records:
 
@@ -205,7 +207,10 @@ class CostMeter(ThroughputMonitor):
         return self._generate_state_key(assumptions=self.assumptions, window_size=self.kwargs.get("window_size"))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+        # ThroughputMonitor.setup checks the precision plugin against its own namespace's classes:
+        # under a lightning.pytorch Trainer run that namespace's setup (the rest is namespace-free)
+        namespace = namespace_of(trainer)
+        submodule(namespace, "callbacks").ThroughputMonitor.setup(self, trainer, pl_module, stage)
         # FLOPs are optional here: without ``flops_per_batch`` we log rates, not MFU, and say nothing
         self._module_has_flops = hasattr(pl_module, "flops_per_batch")
 

@@ -16,7 +16,8 @@ from typing import Any, Union
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import CSVLogger
+
+from toolkit._lightning import is_callback, is_datamodule, is_lightning_module, namespace_of, submodule
 
 __all__ = ["FitResult", "evaluate", "fit", "predict_logits", "quiet_lightning", "read_history", "run_seeds",
            "silence_lightning", "summarize"]
@@ -100,11 +101,13 @@ def read_history(log_dir: str | Path) -> pd.DataFrame:
     return frame.dropna(axis=1, how="all")
 
 
-def _build(spec: Any, kind: type, name: str) -> Any:
-    obj = spec() if callable(spec) and not isinstance(spec, kind) else spec
-    if not isinstance(obj, kind):
-        raise TypeError(f"{name} must be a {kind.__name__} or a zero-argument factory of one, "
-                        f"got {type(obj).__name__}")
+def _build(spec: Any, kind: str, name: str) -> Any:
+    """``spec`` or what its factory returns, a LightningModule/LightningDataModule of either namespace."""
+    check = is_lightning_module if kind == "LightningModule" else is_datamodule
+    obj = spec() if callable(spec) and not check(spec) else spec
+    if not check(obj):
+        raise TypeError(f"{name} must be a {kind} (pytorch_lightning or lightning.pytorch) or a zero-argument "
+                        f"factory of one, got {type(obj).__name__}")
     return obj
 
 
@@ -142,15 +145,17 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     for i, callback in enumerate(callbacks):
-        if not isinstance(callback, pl.Callback):
-            raise TypeError(f"callbacks[{i}] must be a pytorch_lightning.Callback, got {type(callback).__name__}")
+        if not is_callback(callback):
+            raise TypeError(f"callbacks[{i}] must be a Lightning Callback (pytorch_lightning or lightning.pytorch), "
+                            f"got {type(callback).__name__}")
     runs_dir = Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs"))
     with quiet_lightning():
         pl.seed_everything(seed, workers=True, verbose=False)
-        module = _build(model, pl.LightningModule, "model")
-        datamodule = _build(data, pl.LightningDataModule, "data")
-        logger = CSVLogger(save_dir=runs_dir, name=name)
-        trainer = pl.Trainer(
+        module = _build(model, "LightningModule", "model")
+        datamodule = _build(data, "LightningDataModule", "data")
+        lightning = namespace_of(module, datamodule)  # a lightning.pytorch module gets a lightning.pytorch Trainer
+        logger = submodule(lightning, "loggers").CSVLogger(save_dir=runs_dir, name=name)
+        trainer = lightning.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices, deterministic=deterministic,
             logger=logger, callbacks=list(callbacks), log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
             enable_progress_bar=_interactive() if enable_progress_bar is None else enable_progress_bar,
@@ -166,8 +171,8 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
                      run_dir=Path(logger.log_dir), fit_time_s=fit_time_s, seed=seed)
 
 
-def _eval_trainer(accelerator: str) -> pl.Trainer:
-    return pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
+def _eval_trainer(accelerator: str, module: Any = None) -> pl.Trainer:
+    return namespace_of(module).Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False)
 
 
@@ -180,7 +185,7 @@ def evaluate(module: pl.LightningModule, loader: Any, accelerator: str = "auto")
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
     with quiet_lightning():
-        results = _eval_trainer(accelerator).test(module, loader, verbose=False)
+        results = _eval_trainer(accelerator, module).test(module, loader, verbose=False)
     return {k: float(v) for k, v in results[0].items()}
 
 
@@ -189,7 +194,7 @@ def predict_logits(module: pl.LightningModule, loader: Any, accelerator: str = "
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
     with quiet_lightning():
-        outputs = _eval_trainer(accelerator).predict(module, loader)
+        outputs = _eval_trainer(accelerator, module).predict(module, loader)
     return torch.cat([o.detach().cpu() for o in outputs])
 
 
