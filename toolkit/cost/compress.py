@@ -32,6 +32,7 @@ from pytorch_lightning.callbacks import ModelPruning
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from toolkit._extras import require
 from toolkit._structure import output_logits, replace_logits
 
 __all__ = ["BACKENDS", "PRUNABLE_LAYERS", "LowPrecision", "PruneOnce", "compile_model", "has_c_compiler",
@@ -115,6 +116,7 @@ def quantize_int8(model: nn.Module, backend: str = "torchao",
     if backend == "eager":
         with _legacy_quantization_quiet():
             return torch.ao.quantization.quantize_dynamic(quantized, set(layer_types), dtype=torch.qint8)
+    require("torchao", "cost", 'quantize_int8(backend="torchao")')
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     quantize_(quantized, Int8DynamicActivationInt8WeightConfig(),

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,15 @@ from toolkit.data.splits import check_manifest
 
 __all__ = ["DATASET_INFO", "MANIFEST_DIR", "dataset_card", "verify_splits"]
 
-MANIFEST_DIR = Path(__file__).resolve().parents[2] / "datasets" / "manifests"
+def _manifest_dir() -> Path:
+    """The committed split manifests: the copy an installed package holds as package data
+    (``toolkit/manifests``, found with ``importlib.resources``; pyproject.toml maps it to
+    ``datasets/manifests``), else ``datasets/manifests`` of a source checkout on ``sys.path``."""
+    installed = Path(str(importlib.resources.files("toolkit"))) / "manifests"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "datasets" / "manifests"
+
+
+MANIFEST_DIR = _manifest_dir()
 _SHORT_HASH = 12  # characters of a SHA-256 shown in tables
 
 # What the code cannot read from the arrays: provenance, license, intended use, known limitations.
