@@ -25,9 +25,9 @@ from toolkit.data.splits import check_manifest
 __all__ = ["DATASET_INFO", "MANIFEST_DIR", "dataset_card", "verify_splits"]
 
 def _manifest_dir() -> Path:
-    """The committed split manifests: the copy an installed package holds as package data
-    (``toolkit/manifests``, found with ``importlib.resources``; pyproject.toml maps it to
-    ``datasets/manifests``), else ``datasets/manifests`` of a source checkout on ``sys.path``."""
+    """The committed split manifests: ``toolkit/manifests`` as package data, found with
+    ``importlib.resources`` (in a checkout a symlink to ``datasets/manifests``; a wheel holds the
+    files themselves), else ``datasets/manifests`` of a source checkout."""
     installed = Path(str(importlib.resources.files("toolkit"))) / "manifests"
     return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "datasets" / "manifests"
 
