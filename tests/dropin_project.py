@@ -304,7 +304,7 @@ def check_nonfinite_rollback(name, make):
 def check_loss_spike(name, make):
     spike = steps_per_epoch(name) + 2
     poison = {spike: 1000.0} if name != "G" else {(spike // 2, "d"): 1000.0}
-    guard_factory = lambda: [LossSpikeGuard(window=12, k=6.0, min_history=4)]  # noqa: E731
+    guard_factory = lambda: [LossSpikeGuard(window=12, k=12.0, min_history=4)]  # noqa: E731
     module, (guard,), t = run(name, lambda: make(poison), guard_factory)
     expected = [2 * (spike // 2) + 1] if name == "G" else [spike]  # G: the discriminator's step
     record("LossSpikeGuard", name, guard.skipped_steps == expected, skipped_steps=guard.skipped_steps,
@@ -420,6 +420,11 @@ for number, (name, check) in enumerate(CHECKS):
         RESULTS.append({"component": f"crash in check {number}", "module": name, "ok": False,
                         "detail": {"error": f"{type(error).__name__}: {error}"[:500]}})
 
+probe = trainer([], tempfile.mkdtemp(), max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+probe.fit(R(), data_for("R")[0])
+record("the scenario itself", "-", probe.world_size == (2 if DDP else 1)
+       and type(probe).__module__.startswith("lightning" if args.namespace == "lightning" else "pytorch_lightning"),
+       world_size=probe.world_size, trainer=type(probe).__module__, toolkit=__import__("toolkit").__file__)
 rank = int(os.environ.get("LOCAL_RANK", 0))
 if rank == 0:
     args.out.write_text(json.dumps({"namespace": args.namespace, "scenario": SCENARIO, "results": RESULTS}))

@@ -115,3 +115,27 @@ def test_profilers_and_low_precision_accept_output_objects():
     low = LowPrecision(obj)(x)
     assert isinstance(low, Output) and low.logits.dtype == torch.float32
     torch.testing.assert_close(low.logits, LowPrecision(plain)(x))
+
+
+def test_gate_and_registry_take_the_0d_tensors_of_callback_metrics(tmp_path):
+    from toolkit.monitoring import GateRule, ModelRegistry, regression_gate
+
+    rules = [GateRule("acc", "higher", 0.01)]
+    as_tensors = regression_gate({"acc": torch.tensor(0.95)}, {"acc": torch.tensor(0.94)}, rules)
+    assert as_tensors.passed == regression_gate({"acc": 0.95}, {"acc": 0.94}, rules).passed
+    registry = ModelRegistry(tmp_path)
+    version = registry.register(nn.Linear(2, 2), metrics={"val_acc": torch.tensor(0.9)})
+    assert registry.table().loc[version, "val_acc"] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="finite number"):
+        registry.register(nn.Linear(2, 2), metrics={"val_acc": torch.tensor([0.9, 0.8])})
+
+
+def test_mixup_takes_column_targets():
+    from toolkit.regularization import mixup
+
+    x, y = torch.randn(8, 3), torch.randn(8, 1)
+    torch.manual_seed(0)
+    mixed, y_a, y_b, lam = mixup(x, y)
+    torch.manual_seed(0)
+    mixed_1d, y_a1, y_b1, lam1 = mixup(x, y[:, 0])
+    assert lam == lam1 and torch.equal(mixed, mixed_1d) and torch.equal(y_b[:, 0], y_b1)
