@@ -365,3 +365,18 @@ def test_callback_fits_on_a_final_pass_when_the_last_epoch_was_not_validated():
     with torch.no_grad():
         oracle = TemperatureScaling().fit(module.net(x_val), y_val).temperature
     assert callback.temperature == pytest.approx(oracle, rel=1e-6), "fitted on the final weights"
+
+
+def test_a_checkpoint_written_without_the_callback_still_loads_with_it(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    x, y = _blobs(128, 0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    plain = pl.Trainer(max_epochs=1, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
+                       enable_model_summary=False)
+    plain.fit(_Checkpointed(), TensorBatchLoader(x, y, batch_size=32))
+    module = _Checkpointed()
+    trainer = _trainer(TemperatureScalingCallback(), max_epochs=1)
+    trainer.test(module, TensorBatchLoader(x, y, batch_size=32), ckpt_path=checkpoint.last_model_path, verbose=False)
+    scaled, raw = (torch.cat(parts) for parts in zip(*module.tested))
+    torch.testing.assert_close(scaled, raw), "no temperature in the checkpoint: T stays 1"

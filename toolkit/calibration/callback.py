@@ -4,6 +4,7 @@ and exports keep it."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,14 @@ class _ScaleLogits:
         return replace_logits(output, scaler.scale(output_logits(output)))
 
 
+def _keep_temperature_if_absent(state_dict: dict, prefix: str, *args: Any, scaler: TemperatureScaling) -> None:
+    """A checkpoint written before the scaler was attached (a run without the callback) has no
+    temperature: load it as the scaler's current one instead of failing the strict load."""
+    key = f"{prefix}log_temperature"
+    if key not in state_dict:
+        state_dict[key] = scaler.log_temperature.detach().clone()
+
+
 def _hook_of(hook: Any) -> _ScaleLogits:
     return hook if isinstance(hook, _ScaleLogits) else hook.__self__
 
@@ -80,6 +89,8 @@ def attach_temperature_scaling(module: nn.Module, temperature: float = 1.0,
         model.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
 
     The hook is recorded by ``torch.export``/``torch.jit.trace``, so exported graphs include ``/ T``.
+    A state dict without the temperature (written before the scaler was attached) loads with the
+    current ``T`` kept.
 
     Args:
         module: any ``nn.Module`` (a LightningModule or a plain network).
@@ -103,6 +114,7 @@ def attach_temperature_scaling(module: nn.Module, temperature: float = 1.0,
         raise TypeError(f"module.{SCALER_ATTRIBUTE} exists and is a {type(scaler).__name__}, not a TemperatureScaling")
     if scaler is None:
         scaler = TemperatureScaling(temperature=temperature)
+        scaler._register_load_state_dict_pre_hook(functools.partial(_keep_temperature_if_absent, scaler=scaler))
         module.add_module(SCALER_ATTRIBUTE, scaler)
     scaler.applied, scaler.recording = getattr(scaler, "applied", True), getattr(scaler, "recording", None)
     for other in module.modules():  # one hook, on the chosen submodule
