@@ -251,3 +251,25 @@ def test_pruning_survives_a_resume_from_a_checkpoint_written_after_the_pruning_e
     expected = dict(uninterrupted.named_parameters())
     for name, value in resumed.named_parameters():
         torch.testing.assert_close(value, expected[name]), "the resumed run is the uninterrupted one"
+
+
+def test_structured_pruning_of_a_module_of_two_networks_spares_the_named_output_layers():
+    """The drop-in review: "the last Linear is the classifier" pruned a GAN generator's output layer."""
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.generator = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 8))
+            self.discriminator = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+    pruned = prune_model(Two(), 0.5, structured=True, exclude=("generator.2", "discriminator.2"))
+    for name in ("generator.0", "discriminator.0"):
+        assert int((pruned.get_submodule(name).weight == 0).all(dim=1).sum()) == 8, name
+    for name in ("generator.2", "discriminator.2"):
+        assert torch.equal(pruned.get_submodule(name).weight, Two().get_submodule(name).weight), name
+    only_g = prune_model(Two(), 0.5, exclude=("discriminator",))
+    assert weight_sparsity(only_g.generator) == pytest.approx(0.5, abs=0.01)
+    assert torch.equal(only_g.discriminator[0].weight, Two().discriminator[0].weight)
+    with pytest.raises(TypeError, match="exclude"):
+        prune_model(Two(), 0.5, exclude="discriminator")

@@ -129,23 +129,34 @@ def _check_sparsity(sparsity: object) -> None:
         raise ValueError(f"sparsity must be a fraction of weights to remove in [0, 1), got {sparsity!r}")
 
 
-def prunable_weights(model: nn.Module, structured: bool = False) -> list[tuple[nn.Module, str]]:
+def prunable_weights(model: nn.Module, structured: bool = False,
+                     exclude: Sequence[str] | None = None) -> list[tuple[nn.Module, str]]:
     """``(module, "weight")`` for every Linear and Conv layer of ``model``, in order.
 
-    With ``structured`` the last one (the classifier) is left out: removing its rows would remove classes.
+    ``exclude``: names of layers (as in ``model.named_modules()``, a layer and everything under it)
+    to leave out, e.g. ``("discriminator",)`` to prune only a GAN's generator, or its output layers
+    ``("generator.2", "discriminator.2")``. With ``structured`` and ``exclude=None`` the last layer
+    (the classifier) is left out: removing its rows would remove classes; for a module of several
+    networks name their output layers in ``exclude`` instead.
     """
     _check_model(model)
-    pairs = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE_LAYERS)]
+    if exclude is not None and (isinstance(exclude, str) or not all(isinstance(e, str) for e in exclude)):
+        raise TypeError(f"exclude must be a sequence of layer names (str), got {exclude!r}")
+    excluded = tuple(exclude or ())
+    pairs = [(m, "weight") for name, m in model.named_modules() if isinstance(m, PRUNABLE_LAYERS)
+             and not any(name == e or name.startswith(e + ".") for e in excluded)]
     if not pairs:
-        raise ValueError(f"model ({type(model).__name__}) has no Linear or Conv layer to prune")
-    if structured:
+        raise ValueError(f"model ({type(model).__name__}) has no Linear or Conv layer to prune"
+                         + (f" outside exclude={excluded}" if excluded else ""))
+    if structured and exclude is None:
         pairs = pairs[:-1]
         if not pairs:
             raise ValueError("structured pruning needs a Linear or Conv layer before the classifier")
     return pairs
 
 
-def prune_model(model: nn.Module, sparsity: float, structured: bool = False, permanent: bool = True) -> nn.Module:
+def prune_model(model: nn.Module, sparsity: float, structured: bool = False, permanent: bool = True,
+                exclude: Sequence[str] | None = None) -> nn.Module:
     """A copy of ``model`` with a share ``sparsity`` of its Linear/Conv weights set to zero by magnitude.
 
     Unstructured (default): global L1 pruning over all those weights together (Han et al., 2015,
@@ -160,11 +171,12 @@ def prune_model(model: nn.Module, sparsity: float, structured: bool = False, per
         structured: rows/channels instead of single weights.
         permanent: fold the masks into the weights (``prune.remove``); with False the copy keeps
             ``weight_orig`` and ``weight_mask`` so that further training leaves the zeros at zero.
+        exclude: layers to leave unpruned (see :func:`prunable_weights`).
     """
     _check_model(model)
     _check_sparsity(sparsity)
     pruned = copy.deepcopy(model)
-    pairs = prunable_weights(pruned, structured=structured)
+    pairs = prunable_weights(pruned, structured=structured, exclude=exclude)
     if structured:
         for module, name in pairs:
             prune.ln_structured(module, name, amount=float(sparsity), n=1, dim=0)
@@ -183,7 +195,8 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / sum(getattr(m, n).numel() for m, n in pairs)
 
 
-def pruning_callback(sparsity: float, structured: bool = False, at_epoch: int = 0) -> PruneOnce:
+def pruning_callback(sparsity: float, structured: bool = False, at_epoch: int = 0,
+                     exclude: Sequence[str] | None = None) -> PruneOnce:
     """Lightning's ``ModelPruning``, set to prune the trained module once, at the end of epoch
     ``at_epoch``; the remaining epochs fine-tune the survivors (the masks keep pruned weights at
     zero) and the masks are folded into the weights when training ends.
@@ -197,11 +210,13 @@ def pruning_callback(sparsity: float, structured: bool = False, at_epoch: int = 
         sparsity: in ``[0, 1)``.
         structured: rows/channels instead of single weights.
         at_epoch: the epoch after which to prune, ``>= 0``; train ``at_epoch + 1 + k`` epochs to fine-tune ``k``.
+        exclude: layers of the module to leave unpruned (see :func:`prunable_weights`), e.g.
+            ``("discriminator",)`` to prune one network of several.
 
     Example:
         >>> callback = pruning_callback(0.8)  # fit(model, data, max_epochs=4, callbacks=[callback])
     """
-    return PruneOnce(sparsity, structured, at_epoch)
+    return PruneOnce(sparsity, structured, at_epoch, exclude)
 
 
 class PruneOnce(ModelPruning):
@@ -215,8 +230,10 @@ class PruneOnce(ModelPruning):
     resumed epochs would regrow them).
     """
 
-    def __init__(self, sparsity: float, structured: bool = False, at_epoch: int = 0) -> None:
+    def __init__(self, sparsity: float, structured: bool = False, at_epoch: int = 0,
+                 exclude: Sequence[str] | None = None) -> None:
         _check_sparsity(sparsity)
+        self.exclude = None if exclude is None else tuple(exclude)
         if isinstance(at_epoch, bool) or not isinstance(at_epoch, int) or at_epoch < 0:
             raise ValueError(f"at_epoch must be an integer >= 0, got {at_epoch!r}")
         options = dict(pruning_dim=0, pruning_norm=1) if structured else {}
@@ -229,13 +246,14 @@ class PruneOnce(ModelPruning):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(sparsity=self.sparsity, structured=self.structured, at_epoch=self.at_epoch)
+        return self._generate_state_key(sparsity=self.sparsity, structured=self.structured, at_epoch=self.at_epoch,
+                                        exclude=self.exclude)
 
     def _is_pruning_epoch(self, epoch: int) -> bool:
         return epoch == self.at_epoch
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._parameters_to_prune = prunable_weights(pl_module, structured=self.structured)
+        self._parameters_to_prune = prunable_weights(pl_module, structured=self.structured, exclude=self.exclude)
         self._module = pl_module
         self._restored_masks = {}  # a checkpoint's masks arrive after setup, through load_state_dict
         super().setup(trainer, pl_module, stage)
