@@ -324,9 +324,11 @@ def check_cost_meter(name, make):
     summary = meter.summary()
     batches = EPOCHS * math.ceil(N_TRAIN / BATCH / (2 if DDP else 1))
     samples = EPOCHS * N_TRAIN // (2 if DDP else 1)
+    optimizer_steps = EPOCHS * steps_per_epoch(name)
     record("CostMeter()", name, summary["steps"] == batches and summary["samples"] == samples
-           and summary["samples_per_s"] > 0, steps=summary["steps"], samples=summary["samples"],
-           expected=(batches, samples))
+           and summary["optimizer_steps"] == optimizer_steps and summary["samples_per_s"] > 0,
+           steps=summary["steps"], optimizer_steps=summary["optimizer_steps"], samples=summary["samples"],
+           expected=(batches, optimizer_steps, samples))
 
 
 def check_pruning(name, make):

@@ -159,7 +159,8 @@ class CostMeter(ThroughputMonitor):
     when the module defines ``flops_per_batch``). On top it records:
 
     - every training step's wall time (batch start to batch end, optimizer step included), steps
-      and samples, and the wall time of the whole ``fit`` (validation included);
+      (training batches), optimizer steps (fewer under gradient accumulation, one per optimizer in
+      a GAN) and samples, and the wall time of the whole ``fit`` (validation included);
     - peak resident memory of the process during training (Linux: the kernel's high-water mark,
       reset at the start of training; elsewhere the process's lifetime peak) and peak CUDA memory
       allocated, when training on a GPU;
@@ -192,7 +193,8 @@ class CostMeter(ThroughputMonitor):
             raise ValueError(f"window_size must be an integer >= 2, got {window_size!r}")
         super().__init__(batch_size_fn=batch_size_fn or _first_dim, window_size=window_size)
         self.assumptions = assumptions or CostAssumptions()
-        self.steps = 0
+        self.steps = 0  # training batches (a step of the training loop)
+        self.optimizer_steps = 0  # optimizer.step() calls: fewer under accumulation, two a batch in a GAN
         self.samples = 0
         self.step_times_s: list[float] = []
         self.fit_time_s = 0.0
@@ -241,6 +243,9 @@ class CostMeter(ThroughputMonitor):
         self.samples += self.batch_size_fn(batch)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        self.optimizer_steps += 1
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.step_times_s:
             per_step = statistics.median(self.step_times_s)
@@ -264,6 +269,7 @@ class CostMeter(ThroughputMonitor):
         step_time = sum(self.step_times_s)
         return {
             "steps": self.steps,
+            "optimizer_steps": self.optimizer_steps,
             "samples": self.samples,
             "ms_per_step": 1e3 * statistics.median(self.step_times_s) if self.step_times_s else math.nan,
             "samples_per_s": self.samples / step_time if step_time > 0 else math.nan,
@@ -277,12 +283,13 @@ class CostMeter(ThroughputMonitor):
 
     def state_dict(self) -> dict[str, Any]:
         running = time.perf_counter() - self._train_start if self._train_start is not None else 0.0
-        return {"steps": self.steps, "samples": self.samples, "step_times_s": list(self.step_times_s),
+        return {"steps": self.steps, "optimizer_steps": self.optimizer_steps, "samples": self.samples, "step_times_s": list(self.step_times_s),
                 "fit_time_s": self.fit_time_s + running, "peak_rss_bytes": self.peak_rss_bytes,
                 "peak_cuda_bytes": self.peak_cuda_bytes}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.steps = int(state_dict["steps"])
+        self.optimizer_steps = int(state_dict.get("optimizer_steps", 0))
         self.samples = int(state_dict["samples"])
         self.step_times_s = [float(t) for t in state_dict["step_times_s"]]
         self.fit_time_s = float(state_dict["fit_time_s"])
