@@ -23,26 +23,3 @@ def test_models_need_only_torch():
 def test_subpackages_load_on_attribute_access():
     loaded = _modules_after("import toolkit; toolkit.training")
     assert "toolkit.training" in loaded
-
-
-def test_safe_load_needs_only_torch():
-    """A service that only verifies and loads checkpoints must not import Lightning (the drop-in review)."""
-    loaded = _modules_after("from toolkit.security import safe_load, sha256_file")
-    assert "torch" in loaded and "pytorch_lightning" not in loaded and "lightning" not in loaded
-    assert "opacus" not in loaded
-
-
-def test_a_missing_extra_names_the_pip_install_that_provides_it(monkeypatch):
-    import pytest
-
-    from toolkit._extras import require
-
-    monkeypatch.setitem(sys.modules, "opacus", None)  # as if opacus were not installed
-    with pytest.raises(ImportError, match=r'pip install "dl-course-toolkit\[security\]"'):
-        require("opacus", "security", "DPClassifierModule (DP-SGD)")
-
-
-def test_split_manifests_are_found_where_the_checkout_keeps_them():
-    from toolkit.governance.card import MANIFEST_DIR
-
-    assert (MANIFEST_DIR / "digits.json").is_file()
