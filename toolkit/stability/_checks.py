@@ -57,10 +57,19 @@ def optimizer_params(optimizer: Any) -> list[Tensor]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
-def log_metrics(pl_module, metrics: dict[str, Any]) -> None:
-    """Log ``metrics`` through ``LightningModule.log`` (on step), so they reach the loggers every
-    ``log_every_n_steps`` steps and ``trainer.callback_metrics`` at once, where ``EarlyStopping``,
-    ``ModelCheckpoint(monitor=...)`` and the progress bar read them. Values are equal on every rank
-    (decided after a reduce), so no ``sync_dist``."""
+def log_metrics(pl_module, metrics: dict[str, Any], every_step: bool = False) -> None:
+    """Log ``metrics`` through ``LightningModule.log`` (on step), so they reach the loggers and
+    ``trainer.callback_metrics``, where ``EarlyStopping``, ``ModelCheckpoint(monitor=...)`` and the
+    progress bar read them. Values are equal on every rank (decided after a reduce): no ``sync_dist``.
+
+    Unless ``every_step``, only on the steps the loggers write (every ``log_every_n_steps``) and on
+    an epoch's last batch: each ``log`` call costs ~0.5-1 ms on a CPU, a few percent of a small
+    model's step. ``callback_metrics`` is then exact at the end of every epoch (where
+    ``EarlyStopping`` and ``ModelCheckpoint`` read it by default) and at most ``log_every_n_steps``
+    steps old in between.
+    """
+    trainer = pl_module.trainer
+    if not every_step and trainer.global_step % max(1, trainer.log_every_n_steps) and not trainer.is_last_batch:
+        return
     for name, value in metrics.items():
         pl_module.log(name, value, on_step=True, on_epoch=False, logger=True, batch_size=1)

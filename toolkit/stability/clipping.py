@@ -73,7 +73,8 @@ class AdaptiveGradientClipping(pl.Callback):
     optimizer being stepped (with several optimizers, only those; a GAN's generator step leaves the
     discriminator's gradients alone) whose name contains none of ``exclude`` (the paper leaves the
     final classifier layer out). Counts steps and clipped units (logged as ``agc_clipped_units``
-    through ``LightningModule.log``, restored on resume).
+    through ``LightningModule.log`` at the loggers' interval and each epoch's last step, restored on
+    resume).
 
     How it differs from Lightning's ``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``:
     that clips the *global* norm (or each value) to a fixed threshold you must tune per model and

@@ -188,7 +188,7 @@ class NonFiniteGuard(pl.Callback):
             rank_zero_warn(self.stop_message)
         skip_optimizer_step(optimizer)
         log_metrics(pl_module, {"nonfinite_skipped": float(self.skipped),
-                                "nonfinite_rollbacks": float(self.rollbacks)})
+                                "nonfinite_rollbacks": float(self.rollbacks)}, every_step=True)
 
     @staticmethod
     def _first_bad_parameter(module: nn.Module, params: list[nn.Parameter]) -> str:
@@ -348,7 +348,7 @@ class LossSpikeGuard(pl.Callback):
         where = f"step {trainer.global_step}" + (f" (optimizer {index})" if len(trainer.optimizers) > 1 else "")
         rank_zero_warn(f"LossSpikeGuard: loss {max(spikes):.4g} above the threshold {self.threshold(index):.4g} "
                        f"at {where}; step skipped ({self.skipped} skipped so far)", category=SkippedStepWarning)
-        log_metrics(pl_module, {"spike_skipped": float(self.skipped)})
+        log_metrics(pl_module, {"spike_skipped": float(self.skipped)}, every_step=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"windows": {index: list(w) for index, w in self.windows.items()},

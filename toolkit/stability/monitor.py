@@ -20,8 +20,9 @@ class GradientNormMonitor(pl.Callback):
     Norms are read in ``on_before_optimizer_step``: after backward (and AMP unscaling), before
     Lightning's ``gradient_clip_val`` and before any callback listed after this one (put it first to
     see the raw, un-clipped gradients). The global norm is logged as ``grad_norm`` through
-    ``LightningModule.log`` (so ``trainer.callback_metrics``, ``EarlyStopping(monitor="grad_norm")``
-    and ``ModelCheckpoint(monitor=...)`` see it) and kept in :attr:`history`; per-parameter norms are
+    ``LightningModule.log`` every ``log_every_n_steps`` steps and at each epoch's last step (so
+    ``trainer.callback_metrics``, ``EarlyStopping(monitor="grad_norm")`` and
+    ``ModelCheckpoint(monitor=...)`` see it) and kept, every step, in :attr:`history`; per-parameter norms are
     kept in :attr:`layer_history`, which :meth:`layer_frame` turns into a long table ready for a
     heatmap (step x parameter).
 
