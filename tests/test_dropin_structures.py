@@ -139,3 +139,12 @@ def test_mixup_takes_column_targets():
     torch.manual_seed(0)
     mixed_1d, y_a1, y_b1, lam1 = mixup(x, y[:, 0])
     assert lam == lam1 and torch.equal(mixed, mixed_1d) and torch.equal(y_b[:, 0], y_b1)
+
+
+def test_swap_dropout_can_keep_each_layers_rate():
+    from toolkit.regularization import GaussianDropout, swap_dropout
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Linear(8, 8), nn.Dropout(0.3))
+    assert swap_dropout(model, lambda old: GaussianDropout(old.p)) == 2
+    assert [type(model[i]).__name__ for i in (1, 3)] == ["GaussianDropout"] * 2
+    assert [model[i].p for i in (1, 3)] == [0.1, 0.3]

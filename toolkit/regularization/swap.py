@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -47,9 +48,10 @@ def replace_modules(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Modu
     return count
 
 
-def swap_dropout(model: nn.Module, factory: Callable[[], nn.Module]) -> int:
+def swap_dropout(model: nn.Module, factory: Callable[..., nn.Module]) -> int:
     """Replace every dropout layer (``nn.Dropout`` and its 1d/2d/3d/alpha variants) of ``model`` by
-    ``factory()``, in place; the number of layers replaced.
+    ``factory()``, in place; the number of layers replaced. A ``factory`` that takes one argument is
+    given the layer it replaces, so each can keep its own rate: ``lambda old: GaussianDropout(old.p)``.
 
     Example:
         >>> from toolkit.regularization import GaussianDropout
@@ -58,5 +60,10 @@ def swap_dropout(model: nn.Module, factory: Callable[[], nn.Module]) -> int:
         (1, 'GaussianDropout')
     """
     if not callable(factory):
-        raise TypeError(f"factory must be a zero-argument callable returning an nn.Module, got {type(factory).__name__}")
-    return replace_modules(model, _DROPOUTS, lambda _old: factory())
+        raise TypeError(f"factory must be a callable returning an nn.Module (no argument, or the replaced layer), "
+                        f"got {type(factory).__name__}")
+    try:
+        takes_layer = len(inspect.signature(factory).parameters) >= 1
+    except (TypeError, ValueError):  # a builtin or C callable: call it without arguments, as before
+        takes_layer = False
+    return replace_modules(model, _DROPOUTS, factory if takes_layer else (lambda _old: factory()))
