@@ -148,3 +148,30 @@ def test_swap_dropout_can_keep_each_layers_rate():
     assert swap_dropout(model, lambda old: GaussianDropout(old.p)) == 2
     assert [type(model[i]).__name__ for i in (1, 3)] == ["GaussianDropout"] * 2
     assert [model[i].p for i in (1, 3)] == [0.1, 0.3]
+
+
+class DictInput(nn.Module):
+    """Takes a dict batch, like many Hugging Face style models."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = ObjectNet("dataclass")
+
+    def forward(self, batch):
+        return self.inner(batch["x"] * batch["mask"])
+
+
+def test_profilers_take_dict_examples_like_the_tensor_path():
+    from toolkit.cost import activation_memory_bytes, measure_latency
+
+    x, y = _data()
+    example = {"x": x, "mask": torch.ones_like(x)}
+    plain = ObjectNet("tensor")
+    assert count_flops(DictInput(), example) == count_flops(plain, x)
+    assert count_flops(DictInput(), example, backward=True) == count_flops(plain, x, backward=True)
+    assert activation_memory_bytes(DictInput(), example) >= activation_memory_bytes(plain, x)
+    frame = measure_latency(DictInput(), example, batch_sizes=(1, 100), warmup=0, repeats=2)
+    assert list(frame["batch_size"]) == [1, 100] and (frame["latency_ms"] > 0).all()
+    assert set(time_phases(DictInput(), example, y, repeats=1)["phase"]) >= {"forward", "backward"}
+    with pytest.raises(ValueError, match="leading batch dimension"):
+        count_flops(DictInput(), {"x": x, "mask": torch.ones(3, 16)})
