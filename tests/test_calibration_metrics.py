@@ -212,6 +212,8 @@ def test_metrics_accept_logits_and_low_precision_probabilities_like_torchmetrics
         torch.testing.assert_close(value.ece if hasattr(value, "ece") else value,
                                    expected.ece if hasattr(expected, "ece") else expected, equal_nan=True)
     torch.testing.assert_close(brier_score(logits, targets), brier_score(logits.softmax(1), targets))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):  # a rounding error below 0: refused, not softmaxed
+        brier_score(torch.tensor([[1.0 + 1e-5, -1e-5]]), torch.tensor([0]))
 
 
 @pytest.mark.parametrize("build, match", [

@@ -80,7 +80,8 @@ LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def as_probs(preds: Any) -> Any:
     """Probabilities from what a metric is given, as torchmetrics does: ``(N, C)`` values outside
-    ``[0, 1]`` are logits and go through ``softmax``; float16/bfloat16 inputs are computed in
+    ``[0, 1]`` (by more than ``PROB_SUM_ATOL``, so probabilities with a rounding error below 0 are
+    refused by the checks, not silently softmaxed) are logits and go through ``softmax``; float16/bfloat16 inputs are computed in
     float32, and bfloat16/float16 probabilities (``softmax`` under ``precision="bf16-mixed"`` on a
     CPU leaves rows up to ~C * 2^-8 from 1) are renormalized when their rows are within that
     rounding error of 1. Anything else is returned as it is, for the checks to judge.
@@ -92,7 +93,7 @@ def as_probs(preds: Any) -> Any:
     low, high = torch.aminmax(values)
     if torch.isnan(low) or torch.isnan(high) or torch.isinf(low) or torch.isinf(high):
         return values
-    if low < 0 or high > 1:
+    if low < -PROB_SUM_ATOL or high > 1 + PROB_SUM_ATOL:  # clearly not probabilities: logits
         return values.softmax(-1)
     if low_precision:
         sums = values.sum(-1, keepdim=True)
