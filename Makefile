@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	@$(PY) -m pip install --quiet -e ".[dev]" -c constraints.txt
+	@$(PY) -m pip install --quiet -e ".[dev,all]" -c constraints.txt
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV) (torch $$($(PY) -c 'import torch; print(torch.__version__)'))"
 

@@ -354,7 +354,7 @@ bad("seed_variance-empty", lambda: stability.seed_variance({}, data.MoonsDataMod
 bad("seed_variance-seeds", lambda: stability.seed_variance({"a": {"model": _Module}}, data.MoonsDataModule(),
                                                            seeds=[]), ValueError, "seeds")
 bad("unitwise_norm-type", lambda: stability.unitwise_norm(np.zeros(3)), TypeError, "x")
-bad("skip_optimizer_step-type", lambda: stability.skip_optimizer_step("model"), TypeError, "module")
+bad("skip_optimizer_step-type", lambda: stability.skip_optimizer_step("model"), TypeError, "target")
 
 # =================================================================================================
 # regularization

@@ -51,7 +51,6 @@ def test_metric_states_merge_as_ddp_would():
 
 
 @pytest.mark.parametrize("probs, targets, error, match", [
-    (torch.tensor([[2.0, -1.0]]), torch.tensor([0]), ValueError, r"\[0, 1\]"),
     (torch.tensor([[0.2, 0.2]]), torch.tensor([0]), ValueError, "sum to 1"),
     (torch.tensor([[np.nan, 1.0]]), torch.tensor([0]), ValueError, "NaN"),
     (torch.tensor([[0.5, 0.5]]), torch.tensor([0, 1]), ValueError, "targets must have shape"),
@@ -177,7 +176,6 @@ FUNCTIONS = [reliability_bins, adaptive_calibration_error, classwise_calibration
 
 @pytest.mark.parametrize("function", FUNCTIONS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("probs, targets, error, match", [
-    (torch.tensor([[2.5, -1.0], [0.3, 0.1]]), torch.tensor([0, 1]), ValueError, "not logits"),
     (torch.tensor([[0.2, 0.3]]), torch.tensor([0]), ValueError, "sum to 1"),
     (torch.tensor([[float("nan"), 1.0]]), torch.tensor([0]), ValueError, "NaN"),
     (torch.tensor([[0.5, 0.5]]), torch.tensor([0, 1]), ValueError, "targets must have shape"),
@@ -187,6 +185,35 @@ FUNCTIONS = [reliability_bins, adaptive_calibration_error, classwise_calibration
 def test_every_metric_rejects_bad_inputs_naming_the_argument(function, probs, targets, error, match):
     with pytest.raises(error, match=match):
         function(probs, targets)
+
+
+def test_metrics_accept_logits_and_low_precision_probabilities_like_torchmetrics():
+    """torchmetrics applies softmax to inputs outside [0, 1]; bf16 softmax rows miss 1 by up to ~C * 2^-8
+    (the drop-in review's B9: 2-22 % of rows were refused)."""
+    from torchmetrics.classification import MulticlassCalibrationError
+
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(500, 10, generator=g)
+    targets = torch.randint(0, 10, (500,), generator=g)
+    bf16_probs = logits.bfloat16().softmax(1)
+    assert ((bf16_probs.float().sum(1) - 1).abs() > 1e-3).any(), "the case the old tolerance refused"
+    oracle = MulticlassCalibrationError(10, n_bins=15)(bf16_probs, targets)  # torchmetrics accepts it
+    bins = reliability_bins(bf16_probs, targets)
+    assert bins.ece.dtype != torch.bfloat16, "computed in float32 or wider, not in the input's bf16"
+    assert float(bins.ece) == pytest.approx(float(oracle), abs=2e-3)
+    for function in FUNCTIONS:
+        torch.testing.assert_close(function(logits, targets), function(logits.softmax(1), targets), equal_nan=True)
+        metric = {reliability_bins: ReliabilityDiagram, adaptive_calibration_error: AdaptiveCalibrationError,
+                  classwise_calibration_error: lambda: ClasswiseCalibrationError(10),
+                  negative_log_likelihood: NegativeLogLikelihood}[function]()
+        metric.update(bf16_probs, targets)
+        value = metric.compute()
+        expected = function(bf16_probs.float() / bf16_probs.float().sum(1, keepdim=True), targets)
+        torch.testing.assert_close(value.ece if hasattr(value, "ece") else value,
+                                   expected.ece if hasattr(expected, "ece") else expected, equal_nan=True)
+    torch.testing.assert_close(brier_score(logits, targets), brier_score(logits.softmax(1), targets))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):  # a rounding error below 0: refused, not softmaxed
+        brier_score(torch.tensor([[1.0 + 1e-5, -1e-5]]), torch.tensor([0]))
 
 
 @pytest.mark.parametrize("build, match", [

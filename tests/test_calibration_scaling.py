@@ -1,5 +1,8 @@
 """Post-hoc calibrators and the TemperatureScalingCallback, against closed forms, scipy and sklearn."""
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -11,7 +14,8 @@ from torch import nn
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from toolkit.calibration import (CALIBRATORS, HistogramBinning, IsotonicCalibration, MatrixScaling,
-                                 TemperatureScaling, TemperatureScalingCallback, VectorScaling)
+                                 TemperatureScaling, TemperatureScalingCallback, VectorScaling,
+                                 attach_temperature_scaling)
 from toolkit.data import TensorBatchLoader
 
 
@@ -176,11 +180,10 @@ def test_callback_fits_temperature_on_validation_logits_and_module_returns_scale
 
 def test_callback_state_round_trips():
     callback = TemperatureScalingCallback()
-    callback.calibrator = TemperatureScaling(temperature=1.7)
     callback.fitted, callback.num_validation_samples = True, 10
     restored = TemperatureScalingCallback()
     restored.load_state_dict(callback.state_dict())
-    assert restored.temperature == pytest.approx(1.7) and restored.fitted and restored.num_validation_samples == 10
+    assert restored.fitted and restored.num_validation_samples == 10
 
 
 def test_callback_with_an_empty_validation_set_raises():
@@ -218,17 +221,162 @@ def test_callback_calibrates_a_classifier_module_trained_with_fit():
 
 
 def test_callback_rejects_a_module_whose_forward_does_not_return_logits():
-    class DictOutput(_Tiny):
+    class IntOutput(_Tiny):
         def forward(self, x):
-            return {"logits": self.net(x)}
+            return self.net(x).argmax(1)
 
         def training_step(self, batch, batch_idx):
-            return F.cross_entropy(self(batch[0])["logits"], batch[1])
+            return F.cross_entropy(self.net(batch[0]), batch[1])
 
         def validation_step(self, batch, batch_idx):
-            pass
+            self(batch[0])
 
     x, y = _blobs(64, 0)
-    with pytest.raises(TypeError, match="forward returns a tensor of logits"):
+    with pytest.raises(TypeError, match="floating-point tensor"):
         _trainer(TemperatureScalingCallback(), max_epochs=1).fit(
-            DictOutput(), TensorBatchLoader(x, y, batch_size=32), TensorBatchLoader(x, y, batch_size=32))
+            IntOutput(), TensorBatchLoader(x, y, batch_size=32), TensorBatchLoader(x, y, batch_size=32))
+
+
+class _Checkpointed(_Tiny):
+    """Logs val_loss (for ModelCheckpoint) and, in test_step, records what its forward returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.tested = []
+
+    def test_step(self, batch, batch_idx):
+        self.tested.append((self(batch[0]).detach(), self.net(batch[0]).detach()))
+
+
+def test_trainer_test_with_the_best_checkpoint_tests_with_that_checkpoints_own_temperature(tmp_path):
+    """B1 of the drop-in review: ModelCheckpoint used to save before the temperature was fitted, so
+    trainer.test(ckpt_path="best") restored T = 1 and tested uncalibrated."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    pl.seed_everything(0, verbose=False)
+    x_train, y_train = _blobs(400, 0)
+    x_val, y_val = _blobs(300, 1)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val_loss", mode="min", save_top_k=1)
+    module, callback = _Checkpointed(), TemperatureScalingCallback()
+    trainer = pl.Trainer(max_epochs=4, callbacks=[callback, checkpoint], logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    val = TensorBatchLoader(x_val, y_val, batch_size=64)
+    trainer.fit(module, TensorBatchLoader(x_train, y_train, batch_size=100, shuffle=True), val)
+    saved = torch.load(checkpoint.best_model_path, weights_only=True)["state_dict"]
+    best = _Tiny()
+    best.net.load_state_dict({k.removeprefix("net."): v for k, v in saved.items() if k.startswith("net.")})
+    with torch.no_grad():
+        oracle = TemperatureScaling().fit(best.net(x_val), y_val).temperature
+    assert float(saved["temperature_scaling.log_temperature"].exp()) == pytest.approx(oracle, rel=1e-6), \
+        "the checkpoint holds the temperature fitted on its own weights"
+    assert abs(oracle - 1.0) > 0.05, "the test needs a temperature visibly different from 1"
+    trainer.test(ckpt_path="best", dataloaders=val, verbose=False)
+    scaled, raw = (torch.cat(parts) for parts in zip(*module.tested))
+    torch.testing.assert_close(scaled, raw / oracle, rtol=1e-5, atol=1e-6)
+
+
+def test_temperature_is_part_of_the_state_dict_and_reloads_into_a_fresh_module():
+    pl.seed_everything(0, verbose=False)
+    x_train, y_train = _blobs(400, 0)
+    x_val, y_val = _blobs(300, 1)
+    module, callback = _Tiny(), TemperatureScalingCallback()
+    _trainer(callback, max_epochs=3).fit(module, TensorBatchLoader(x_train, y_train, batch_size=100),
+                                         TensorBatchLoader(x_val, y_val, batch_size=64))
+    state = module.state_dict()
+    assert float(state["temperature_scaling.log_temperature"].exp()) == pytest.approx(callback.temperature)
+    with pytest.raises(RuntimeError, match="temperature_scaling.log_temperature"):
+        _Tiny().load_state_dict(state)  # loud, not silent: the plain class does not know the scaler
+    fresh = _Tiny()
+    attach_temperature_scaling(fresh)
+    fresh.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x_val), module.net(x_val) / callback.temperature)
+    exported = torch.export.export(fresh.eval(), (x_val[:8],))
+    torch.testing.assert_close(exported.module()(x_val[:8]), fresh(x_val[:8]).detach())
+    copied = copy.deepcopy(fresh)
+    copied.temperature_scaling.log_temperature.fill_(0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(copied(x_val), fresh.net(x_val)), "a copy's hook uses the copy's own scaler"
+
+
+@dataclasses.dataclass
+class _Output:
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+class _EncoderHead(pl.LightningModule):
+    """Dict batches, an output object with .logits, and steps that call encoder and head directly."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder, self.head = nn.Linear(2, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        features = self.encoder(x)
+        return _Output(self.head(features), features)
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self.head(self.encoder(batch["features"])), batch["label"])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self.head(self.encoder(batch["features"])), batch["label"]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=2.0)
+
+
+def _dict_batches(x, y, batch_size):
+    return torch.utils.data.DataLoader([{"features": a, "label": b} for a, b in zip(x, y)], batch_size=batch_size)
+
+
+@pytest.mark.parametrize("logits_module", ["head", None])
+def test_callback_with_dict_batches_output_objects_and_steps_that_bypass_forward(logits_module):
+    pl.seed_everything(0, verbose=False)
+    x_train, y_train = _blobs(400, 0)
+    x_val, y_val = _blobs(300, 1)
+    module, callback = _EncoderHead(), TemperatureScalingCallback(logits_module=logits_module)
+    trainer = _trainer(callback, max_epochs=3)
+    if logits_module is None:  # validation_step never calls self(x): nothing to calibrate on, said clearly
+        with pytest.raises(ValueError, match="recorded 0 rows of logits"):
+            trainer.fit(module, _dict_batches(x_train, y_train, 100), _dict_batches(x_val, y_val, 64))
+        return
+    trainer.fit(module, _dict_batches(x_train, y_train, 100), _dict_batches(x_val, y_val, 64))
+    with torch.no_grad():
+        raw = module.head.weight @ module.encoder(x_val).T
+        raw = raw.T + module.head.bias
+        oracle = TemperatureScaling().fit(raw, y_val).temperature
+        assert callback.temperature == pytest.approx(oracle, rel=1e-6)
+        out = module(x_val)
+        assert isinstance(out, _Output)
+        torch.testing.assert_close(out.logits, raw / oracle, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(module.head(module.encoder(x_val)), raw / oracle, rtol=1e-5, atol=1e-6)
+
+
+def test_callback_fits_on_a_final_pass_when_the_last_epoch_was_not_validated():
+    pl.seed_everything(0, verbose=False)
+    x_train, y_train = _blobs(400, 0)
+    x_val, y_val = _blobs(300, 1)
+    module, callback = _Tiny(), TemperatureScalingCallback()
+    trainer = pl.Trainer(max_epochs=3, check_val_every_n_epoch=2, callbacks=[callback], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, TensorBatchLoader(x_train, y_train, batch_size=100, shuffle=True),
+                TensorBatchLoader(x_val, y_val, batch_size=64))
+    with torch.no_grad():
+        oracle = TemperatureScaling().fit(module.net(x_val), y_val).temperature
+    assert callback.temperature == pytest.approx(oracle, rel=1e-6), "fitted on the final weights"
+
+
+def test_a_checkpoint_written_without_the_callback_still_loads_with_it(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    x, y = _blobs(128, 0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    plain = pl.Trainer(max_epochs=1, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
+                       enable_model_summary=False)
+    plain.fit(_Checkpointed(), TensorBatchLoader(x, y, batch_size=32))
+    module = _Checkpointed()
+    trainer = _trainer(TemperatureScalingCallback(), max_epochs=1)
+    trainer.test(module, TensorBatchLoader(x, y, batch_size=32), ckpt_path=checkpoint.last_model_path, verbose=False)
+    scaled, raw = (torch.cat(parts) for parts in zip(*module.tested))
+    torch.testing.assert_close(scaled, raw), "no temperature in the checkpoint: T stays 1"

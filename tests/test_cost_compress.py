@@ -220,3 +220,56 @@ def test_compile_refuses_early_without_a_compiler(monkeypatch):
     assert not compress.has_c_compiler()
     with pytest.raises(RuntimeError, match="compiler"):
         compile_model(_mlp())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("structured", [False, True])
+def test_pruning_survives_a_resume_from_a_checkpoint_written_after_the_pruning_epoch(tmp_path, structured):
+    """B2 of the drop-in review: the checkpoint held the zeroed weights but not the masks, so the
+    resumed epochs regrew them (sparsity 0.0-0.07 at the end instead of 0.5)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    g = torch.Generator().manual_seed(0)
+    loader = TensorBatchLoader(torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g),
+                               batch_size=16)
+
+    def trainer(max_epochs, folder):
+        return pl.Trainer(max_epochs=max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                          default_root_dir=tmp_path / folder,
+                          callbacks=[pruning_callback(0.5, structured=structured),
+                                     ModelCheckpoint(dirpath=tmp_path / folder, save_last=True, save_top_k=0)])
+
+    uninterrupted = _Classifier()
+    trainer(4, "uninterrupted").fit(uninterrupted, loader)
+    trainer(2, "interrupted").fit(_Classifier(), loader)  # pruned at the end of epoch 0, stopped after epoch 1
+    resumed = _Classifier()
+    trainer(4, "interrupted").fit(resumed, loader, ckpt_path=tmp_path / "interrupted" / "last.ckpt")
+    if structured:
+        assert int((resumed.net[0].weight == 0).all(dim=1).sum()) == round(0.5 * 32)
+    else:
+        assert weight_sparsity(resumed) == weight_sparsity(uninterrupted) == pytest.approx(0.5, abs=2e-3)
+    expected = dict(uninterrupted.named_parameters())
+    for name, value in resumed.named_parameters():
+        torch.testing.assert_close(value, expected[name]), "the resumed run is the uninterrupted one"
+
+
+def test_structured_pruning_of_a_module_of_two_networks_spares_the_named_output_layers():
+    """The drop-in review: "the last Linear is the classifier" pruned a GAN generator's output layer."""
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.generator = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 8))
+            self.discriminator = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+
+    pruned = prune_model(Two(), 0.5, structured=True, exclude=("generator.2", "discriminator.2"))
+    for name in ("generator.0", "discriminator.0"):
+        assert int((pruned.get_submodule(name).weight == 0).all(dim=1).sum()) == 8, name
+    for name in ("generator.2", "discriminator.2"):
+        assert torch.equal(pruned.get_submodule(name).weight, Two().get_submodule(name).weight), name
+    only_g = prune_model(Two(), 0.5, exclude=("discriminator",))
+    assert weight_sparsity(only_g.generator) == pytest.approx(0.5, abs=0.01)
+    assert torch.equal(only_g.discriminator[0].weight, Two().discriminator[0].weight)
+    with pytest.raises(TypeError, match="exclude"):
+        prune_model(Two(), 0.5, exclude="discriminator")

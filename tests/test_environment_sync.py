@@ -20,7 +20,9 @@ def _split(requirement: str) -> tuple[str, str]:
 
 def pyproject_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    requirements = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():  # environment.yml is the course's: every extra
+        requirements += [r for r in extra if not r.startswith(project["name"])]  # not the composite extras
     return dict(_split(r) for r in requirements)
 
 

@@ -186,6 +186,7 @@ def test_verify_splits_names_the_mismatch(tmp_path):
         verify_splits(DigitsDataModule(seed=1))
     with pytest.raises(ValueError, match="does not exist"):
         verify_splits(DigitsDataModule(), manifest_dir=tmp_path)
+    assert "**not checked**: no split manifest" in dataset_card(DigitsDataModule(), manifest_dir=tmp_path)
     stored = DigitsDataModule().manifest()
     stored["splits"]["test"]["sha256"] = "0" * 64
     (tmp_path / "digits.json").write_text(json.dumps(stored))

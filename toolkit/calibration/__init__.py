@@ -11,8 +11,9 @@ Post-hoc calibrators (``nn.Module``; ``fit(logits, targets) -> self``, ``forward
 calibrated logits, ``predict_proba(logits)`` calibrated probabilities):
     ``TemperatureScaling`` (fitted value as the float ``.temperature``; argmax unchanged),
     ``VectorScaling``, ``MatrixScaling``, ``HistogramBinning``, ``IsotonicCalibration``; ``CALIBRATORS``.
-    ``TemperatureScalingCallback``: fits on the validation set at the end of ``fit``; the module then
-    returns ``logits / T`` from ``forward`` (works with any LightningModule whose forward gives logits).
+    ``TemperatureScalingCallback``: fits T on the validation logits of each validation epoch; outside
+    ``fit`` the module returns ``logits / T`` (T is a buffer of ``module.temperature_scaling``, so
+    checkpoints and ``trainer.test(ckpt_path="best")`` keep it); ``attach_temperature_scaling``.
 
 Uncertainty: ``mc_dropout_predict``, ``ensemble_predict`` (members from ``run_seeds(...,
 return_results=True)``), both ``(S, N, C)`` probabilities; ``predictive_entropy``,
@@ -33,7 +34,7 @@ Example:
     >>> ood_evaluate(test_logits, ood_logits)["auroc"]               # doctest: +SKIP
 """
 
-from toolkit.calibration.callback import TemperatureScalingCallback
+from toolkit.calibration.callback import TemperatureScalingCallback, attach_temperature_scaling
 from toolkit.calibration.conformal import (CONFORMAL_METHODS, SplitConformal, coverage_lower_bound, set_coverage,
                                            set_sizes)
 from toolkit.calibration.metrics import (AdaptiveCalibrationError, BrierScore, ClasswiseCalibrationError,
@@ -51,7 +52,7 @@ __all__ = [
     "AdaptiveCalibrationError", "BrierScore", "CALIBRATORS", "CONFORMAL_METHODS", "ClasswiseCalibrationError",
     "HistogramBinning", "IsotonicCalibration", "MatrixScaling", "NegativeLogLikelihood", "OOD_SCORES",
     "ReliabilityBins", "ReliabilityDiagram", "SplitConformal", "TemperatureScaling", "TemperatureScalingCallback",
-    "VectorScaling", "adaptive_calibration_error", "aurc", "brier_score", "classwise_calibration_error",
+    "VectorScaling", "adaptive_calibration_error", "attach_temperature_scaling", "aurc", "brier_score", "classwise_calibration_error",
     "coverage_lower_bound", "ensemble_predict", "excess_aurc", "expected_entropy", "mc_dropout_predict",
     "mutual_information", "negative_log_likelihood", "ood_evaluate", "ood_metrics", "ood_score",
     "predictive_entropy", "reliability_bins", "risk_coverage_curve", "set_coverage", "set_sizes",

@@ -75,6 +75,33 @@ def check_probs(probs: Any, name: str = "probs", dims: tuple[int, ...] = (2,), l
         raise ValueError(f"{name} rows must sum to 1 (pass softmax(logits), not logits or one-vs-rest scores)")
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def as_probs(preds: Any) -> Any:
+    """Probabilities from what a metric is given, as torchmetrics does: ``(N, C)`` values outside
+    ``[0, 1]`` (by more than ``PROB_SUM_ATOL``, so probabilities with a rounding error below 0 are
+    refused by the checks, not silently softmaxed) are logits and go through ``softmax``; float16/bfloat16 inputs are computed in
+    float32, and bfloat16/float16 probabilities (``softmax`` under ``precision="bf16-mixed"`` on a
+    CPU leaves rows up to ~C * 2^-8 from 1) are renormalized when their rows are within that
+    rounding error of 1. Anything else is returned as it is, for the checks to judge.
+    """
+    if not isinstance(preds, Tensor) or not preds.is_floating_point() or preds.dim() != 2 or not preds.numel():
+        return preds
+    low_precision = preds.dtype in LOW_PRECISION
+    values = preds.float() if low_precision else preds
+    low, high = torch.aminmax(values)
+    if torch.isnan(low) or torch.isnan(high) or torch.isinf(low) or torch.isinf(high):
+        return values
+    if low < -PROB_SUM_ATOL or high > 1 + PROB_SUM_ATOL:  # clearly not probabilities: logits
+        return values.softmax(-1)
+    if low_precision:
+        sums = values.sum(-1, keepdim=True)
+        if bool(((sums - 1).abs() <= values.shape[-1] * torch.finfo(preds.dtype).eps).all()):
+            return values / sums
+    return values
+
+
 def looks_like_probs(x: Tensor) -> bool:
     """True when every row is in ``[0, 1]`` and sums to 1: probabilities, almost surely not logits."""
     return bool(x.numel()) and x.shape[-1] > 1 and bool(x.min() >= 0) and bool(x.max() <= 1) \

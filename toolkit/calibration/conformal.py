@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from toolkit.calibration._checks import (check_choice, check_number, check_positive_int, check_probs,
+from toolkit.calibration._checks import (as_probs, check_choice, check_number, check_positive_int, check_probs,
                                          check_probs_targets)
 
 __all__ = ["CONFORMAL_METHODS", "SplitConformal", "coverage_lower_bound", "set_coverage", "set_sizes"]
@@ -102,6 +102,7 @@ class SplitConformal:
         """Boolean ``(N, C)`` mask of the prediction sets."""
         if self.qhat is None:
             raise RuntimeError("SplitConformal is not calibrated: call .fit(probs, targets) first")
+        probs = as_probs(probs)
         check_probs(probs)
         if probs.shape[1] != self.num_classes:
             raise ValueError(f"probs must have the {self.num_classes} classes (columns) SplitConformal was fitted "

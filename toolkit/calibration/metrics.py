@@ -3,7 +3,10 @@
 Top-label ECE/MCE come from torchmetrics' ``CalibrationError`` (``MulticlassCalibrationError``); this
 module does not rewrite them. It adds the Brier score, the negative log-likelihood, adaptive
 (equal-mass) ECE, classwise ECE and the per-bin data of a reliability diagram. Every metric takes
-probabilities ``(N, C)`` (rows summing to 1) and class indices ``(N,)``; passing logits raises.
+probabilities ``(N, C)`` (rows summing to 1) and class indices ``(N,)``. As in torchmetrics, inputs
+with values outside ``[0, 1]`` are taken for logits and go through ``softmax``; float16/bfloat16
+inputs are computed in float32 (bf16 probabilities, e.g. under ``precision="bf16-mixed"``, are
+renormalized within their rounding error).
 
 Equal-width bins follow torchmetrics: bin ``b`` holds confidences in ``[b/M, (b+1)/M)``, except that
 the last bin is closed (torchmetrics gives a confidence of exactly 1.0 a bin of its own).
@@ -18,7 +21,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from toolkit.calibration._checks import (PROB_SUM_ATOL, check_choice, check_positive_int,
+from toolkit.calibration._checks import (PROB_SUM_ATOL, as_probs, check_choice, check_positive_int,
                                          check_probs_targets)
 
 __all__ = ["AdaptiveCalibrationError", "BrierScore", "ClasswiseCalibrationError", "NegativeLogLikelihood",
@@ -88,6 +91,7 @@ def brier_score(probs: Tensor, targets: Tensor) -> Tensor:
         >>> brier_score(torch.tensor([[0.8, 0.2], [0.4, 0.6]]), torch.tensor([0, 0]))
         tensor(0.4000)
     """
+    probs = as_probs(probs)
     _probs_targets_validation(probs, targets)
     _check_not_empty(targets, "Brier score")
     return _brier_compute(*_brier_update(probs, targets))
@@ -121,6 +125,7 @@ class BrierScore(Metric):
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, probs: Tensor, targets: Tensor) -> None:
+        probs = as_probs(probs)
         if self.validate_args:
             _probs_targets_validation(probs, targets)
         sum_squares, total = _brier_update(probs, targets)
@@ -153,6 +158,7 @@ def negative_log_likelihood(probs: Tensor, targets: Tensor) -> Tensor:
         >>> negative_log_likelihood(torch.tensor([[0.5, 0.5], [0.25, 0.75]]), torch.tensor([0, 1])).round(decimals=4)
         tensor(0.4904)
     """
+    probs = as_probs(probs)
     _probs_targets_validation(probs, targets)
     _check_not_empty(targets, "negative log-likelihood")
     total, count = _nll_update(probs, targets)
@@ -175,6 +181,7 @@ class NegativeLogLikelihood(Metric):
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, probs: Tensor, targets: Tensor) -> None:
+        probs = as_probs(probs)
         if self.validate_args:
             _probs_targets_validation(probs, targets)
         total, count = _nll_update(probs, targets)
@@ -243,6 +250,7 @@ def reliability_bins(probs: Tensor, targets: Tensor, n_bins: int = 15) -> Reliab
         ([0, 2], [nan, 0.5])
     """
     check_positive_int("n_bins", n_bins)
+    probs = as_probs(probs)
     _probs_targets_validation(probs, targets)
     _check_not_empty(targets, "reliability diagram")
     return _reliability_compute(*_reliability_update(probs, targets, n_bins))
@@ -267,6 +275,7 @@ class ReliabilityDiagram(Metric):
             self.add_state(name, default=torch.zeros(n_bins, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, probs: Tensor, targets: Tensor) -> None:
+        probs = as_probs(probs)
         if self.validate_args:
             _probs_targets_validation(probs, targets)
         count, conf_sum, acc_sum = _reliability_update(probs, targets, self.n_bins)
@@ -318,6 +327,7 @@ def adaptive_calibration_error(probs: Tensor, targets: Tensor, n_bins: int = 15,
     """
     check_positive_int("n_bins", n_bins)
     check_choice("norm", norm, NORMS)
+    probs = as_probs(probs)
     _probs_targets_validation(probs, targets)
     _check_not_empty(targets, "adaptive calibration error")
     return _adaptive_compute(*_top_label(probs, targets), n_bins, norm)
@@ -343,6 +353,7 @@ class AdaptiveCalibrationError(Metric):
         self.add_state("correct", default=[], dist_reduce_fx="cat")
 
     def update(self, probs: Tensor, targets: Tensor) -> None:
+        probs = as_probs(probs)
         if self.validate_args:
             _probs_targets_validation(probs, targets)
         confidences, correct = _top_label(probs, targets)
@@ -408,6 +419,7 @@ def classwise_calibration_error(probs: Tensor, targets: Tensor, n_bins: int = 15
         tensor(0.2500)
     """
     check_positive_int("n_bins", n_bins)
+    probs = as_probs(probs)
     _probs_targets_validation(probs, targets)
     _check_not_empty(targets, "classwise calibration error")
     return _classwise_compute(*_classwise_update(probs, targets, n_bins))
@@ -433,6 +445,7 @@ class ClasswiseCalibrationError(Metric):
                            dist_reduce_fx="sum")
 
     def update(self, probs: Tensor, targets: Tensor) -> None:
+        probs = as_probs(probs)
         if self.validate_args:
             _probs_targets_validation(probs, targets)
             if probs.shape[1] != self.num_classes:

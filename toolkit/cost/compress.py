@@ -24,12 +24,16 @@ import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelPruning
 from torch import Tensor, nn
 from torch.nn.utils import prune
+
+from toolkit._extras import require
+from toolkit._structure import output_logits, replace_logits
 
 __all__ = ["BACKENDS", "PRUNABLE_LAYERS", "LowPrecision", "PruneOnce", "compile_model", "has_c_compiler",
            "prunable_weights", "prune_model", "pruning_callback", "quantize_int8", "weight_sparsity"]
@@ -112,6 +116,7 @@ def quantize_int8(model: nn.Module, backend: str = "torchao",
     if backend == "eager":
         with _legacy_quantization_quiet():
             return torch.ao.quantization.quantize_dynamic(quantized, set(layer_types), dtype=torch.qint8)
+    require("torchao", "cost", 'quantize_int8(backend="torchao")')
     from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     quantize_(quantized, Int8DynamicActivationInt8WeightConfig(),
@@ -124,23 +129,34 @@ def _check_sparsity(sparsity: object) -> None:
         raise ValueError(f"sparsity must be a fraction of weights to remove in [0, 1), got {sparsity!r}")
 
 
-def prunable_weights(model: nn.Module, structured: bool = False) -> list[tuple[nn.Module, str]]:
+def prunable_weights(model: nn.Module, structured: bool = False,
+                     exclude: Sequence[str] | None = None) -> list[tuple[nn.Module, str]]:
     """``(module, "weight")`` for every Linear and Conv layer of ``model``, in order.
 
-    With ``structured`` the last one (the classifier) is left out: removing its rows would remove classes.
+    ``exclude``: names of layers (as in ``model.named_modules()``, a layer and everything under it)
+    to leave out, e.g. ``("discriminator",)`` to prune only a GAN's generator, or its output layers
+    ``("generator.2", "discriminator.2")``. With ``structured`` and ``exclude=None`` the last layer
+    (the classifier) is left out: removing its rows would remove classes; for a module of several
+    networks name their output layers in ``exclude`` instead.
     """
     _check_model(model)
-    pairs = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE_LAYERS)]
+    if exclude is not None and (isinstance(exclude, str) or not all(isinstance(e, str) for e in exclude)):
+        raise TypeError(f"exclude must be a sequence of layer names (str), got {exclude!r}")
+    excluded = tuple(exclude or ())
+    pairs = [(m, "weight") for name, m in model.named_modules() if isinstance(m, PRUNABLE_LAYERS)
+             and not any(name == e or name.startswith(e + ".") for e in excluded)]
     if not pairs:
-        raise ValueError(f"model ({type(model).__name__}) has no Linear or Conv layer to prune")
-    if structured:
+        raise ValueError(f"model ({type(model).__name__}) has no Linear or Conv layer to prune"
+                         + (f" outside exclude={excluded}" if excluded else ""))
+    if structured and exclude is None:
         pairs = pairs[:-1]
         if not pairs:
             raise ValueError("structured pruning needs a Linear or Conv layer before the classifier")
     return pairs
 
 
-def prune_model(model: nn.Module, sparsity: float, structured: bool = False, permanent: bool = True) -> nn.Module:
+def prune_model(model: nn.Module, sparsity: float, structured: bool = False, permanent: bool = True,
+                exclude: Sequence[str] | None = None) -> nn.Module:
     """A copy of ``model`` with a share ``sparsity`` of its Linear/Conv weights set to zero by magnitude.
 
     Unstructured (default): global L1 pruning over all those weights together (Han et al., 2015,
@@ -155,11 +171,12 @@ def prune_model(model: nn.Module, sparsity: float, structured: bool = False, per
         structured: rows/channels instead of single weights.
         permanent: fold the masks into the weights (``prune.remove``); with False the copy keeps
             ``weight_orig`` and ``weight_mask`` so that further training leaves the zeros at zero.
+        exclude: layers to leave unpruned (see :func:`prunable_weights`).
     """
     _check_model(model)
     _check_sparsity(sparsity)
     pruned = copy.deepcopy(model)
-    pairs = prunable_weights(pruned, structured=structured)
+    pairs = prunable_weights(pruned, structured=structured, exclude=exclude)
     if structured:
         for module, name in pairs:
             prune.ln_structured(module, name, amount=float(sparsity), n=1, dim=0)
@@ -178,7 +195,8 @@ def weight_sparsity(model: nn.Module) -> float:
     return zeros / sum(getattr(m, n).numel() for m, n in pairs)
 
 
-def pruning_callback(sparsity: float, structured: bool = False, at_epoch: int = 0) -> PruneOnce:
+def pruning_callback(sparsity: float, structured: bool = False, at_epoch: int = 0,
+                     exclude: Sequence[str] | None = None) -> PruneOnce:
     """Lightning's ``ModelPruning``, set to prune the trained module once, at the end of epoch
     ``at_epoch``; the remaining epochs fine-tune the survivors (the masks keep pruned weights at
     zero) and the masks are folded into the weights when training ends.
@@ -192,19 +210,30 @@ def pruning_callback(sparsity: float, structured: bool = False, at_epoch: int = 
         sparsity: in ``[0, 1)``.
         structured: rows/channels instead of single weights.
         at_epoch: the epoch after which to prune, ``>= 0``; train ``at_epoch + 1 + k`` epochs to fine-tune ``k``.
+        exclude: layers of the module to leave unpruned (see :func:`prunable_weights`), e.g.
+            ``("discriminator",)`` to prune one network of several.
 
     Example:
         >>> callback = pruning_callback(0.8)  # fit(model, data, max_epochs=4, callbacks=[callback])
     """
-    return PruneOnce(sparsity, structured, at_epoch)
+    return PruneOnce(sparsity, structured, at_epoch, exclude)
 
 
 class PruneOnce(ModelPruning):
     """Lightning's ``ModelPruning`` that prunes once and finds, at ``setup``, the Linear/Conv weights
-    of the module it trains (see :func:`pruning_callback`, which builds it)."""
+    of the module it trains (see :func:`pruning_callback`, which builds it).
 
-    def __init__(self, sparsity: float, structured: bool = False, at_epoch: int = 0) -> None:
+    Resumable: the pruning masks are part of the callback's state (``state_dict()["masks"]``, one
+    boolean tensor per pruned weight, by parameter name), so a run resumed from a checkpoint
+    written after the pruning epoch re-applies them when training starts and the pruned weights
+    stay at zero (``ModelPruning`` alone checkpoints the zeroed weights but not the masks, and the
+    resumed epochs would regrow them).
+    """
+
+    def __init__(self, sparsity: float, structured: bool = False, at_epoch: int = 0,
+                 exclude: Sequence[str] | None = None) -> None:
         _check_sparsity(sparsity)
+        self.exclude = None if exclude is None else tuple(exclude)
         if isinstance(at_epoch, bool) or not isinstance(at_epoch, int) or at_epoch < 0:
             raise ValueError(f"at_epoch must be an integer >= 0, got {at_epoch!r}")
         options = dict(pruning_dim=0, pruning_norm=1) if structured else {}
@@ -212,13 +241,56 @@ class PruneOnce(ModelPruning):
                          use_global_unstructured=not structured, apply_pruning=self._is_pruning_epoch,
                          make_pruning_permanent=True, use_lottery_ticket_hypothesis=False, verbose=0, **options)
         self.sparsity, self.structured, self.at_epoch = float(sparsity), structured, at_epoch
+        self._module: nn.Module | None = None
+        self._restored_masks: dict[str, Tensor] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(sparsity=self.sparsity, structured=self.structured, at_epoch=self.at_epoch,
+                                        exclude=self.exclude)
 
     def _is_pruning_epoch(self, epoch: int) -> bool:
         return epoch == self.at_epoch
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._parameters_to_prune = prunable_weights(pl_module, structured=self.structured)
+        self._parameters_to_prune = prunable_weights(pl_module, structured=self.structured, exclude=self.exclude)
+        self._module = pl_module
+        self._restored_masks = {}  # a checkpoint's masks arrive after setup, through load_state_dict
         super().setup(trainer, pl_module, stage)
+
+    def _named_targets(self) -> dict[str, tuple[nn.Module, str]]:
+        if self._module is None:
+            return {}
+        names = {id(m): name for name, m in self._module.named_modules()}
+        return {f"{names[id(m)]}.{attr}".lstrip("."): (m, attr) for m, attr in self._parameters_to_prune}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        masks, self._restored_masks = self._restored_masks, {}
+        targets = self._named_targets()
+        for key, mask in masks.items():
+            if key not in targets:
+                raise ValueError(f"PruneOnce: the checkpoint has a pruning mask for {key!r}, which is not a "
+                                 f"prunable weight of {type(pl_module).__name__} (have {sorted(targets)})")
+            module, attr = targets[key]
+            if hasattr(module, f"{attr}_mask"):
+                continue  # already pruned in this process
+            prune.custom_from_mask(module, attr, mask.to(getattr(module, attr).device))
+
+    def _current_masks(self) -> dict[str, Tensor]:
+        return {key: getattr(module, f"{attr}_mask").detach().bool().cpu()
+                for key, (module, attr) in self._named_targets().items() if hasattr(module, f"{attr}_mask")}
+
+    def make_pruning_permanent(self, module: nn.Module) -> None:
+        # training ends: keep the masks for a checkpoint written after this (ModelCheckpoint's last.ckpt)
+        self._restored_masks = self._current_masks() or self._restored_masks
+        super().make_pruning_permanent(module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": self._current_masks() or dict(self._restored_masks)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored_masks = {key: torch.as_tensor(mask).bool() for key, mask in state_dict.get("masks", {}).items()}
 
 
 class LowPrecision(nn.Module):
@@ -241,8 +313,11 @@ class LowPrecision(nn.Module):
         self.dtype = dtype
         self.model = copy.deepcopy(model).to(dtype)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x.to(self.dtype)).float()
+    def forward(self, x: Tensor) -> Any:
+        output = self.model(x.to(self.dtype))
+        if isinstance(output, Tensor):
+            return output.float()
+        return replace_logits(output, output_logits(output).float())  # an output object: its logits
 
     def extra_repr(self) -> str:
         return f"dtype={self.dtype}"

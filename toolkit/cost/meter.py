@@ -22,6 +22,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ThroughputMonitor
 
+from toolkit._lightning import namespace_of, submodule
+from toolkit._structure import batch_size
+
 __all__ = ["CostAssumptions", "CostMeter", "break_even_predictions", "cost_table"]
 
 _BYTES_PER_MB = 2**20
@@ -144,19 +147,20 @@ def _peak_rss_fallback() -> int:
 
 
 def _first_dim(batch: Any) -> int:
-    first = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return int(first.size(0))
+    return batch_size(batch)
 
 
 class CostMeter(ThroughputMonitor):
     """Measure what training costs: time per step, samples per second, peak memory, energy and money.
 
-    Built on Lightning's :class:`~pytorch_lightning.callbacks.ThroughputMonitor`, which it extends, so
+    Works under ``pytorch_lightning`` and ``lightning.pytorch`` Trainers alike. Built on Lightning's
+    :class:`~pytorch_lightning.callbacks.ThroughputMonitor`, which it extends, so
     the logger also receives Lightning's throughput metrics (``train|samples_per_sec``...; with MFU
     when the module defines ``flops_per_batch``). On top it records:
 
     - every training step's wall time (batch start to batch end, optimizer step included), steps
-      and samples, and the wall time of the whole ``fit`` (validation included);
+      (training batches), optimizer steps (fewer under gradient accumulation, one per optimizer in
+      a GAN) and samples, and the wall time of the whole ``fit`` (validation included);
     - peak resident memory of the process during training (Linux: the kernel's high-water mark,
       reset at the start of training; elsewhere the process's lifetime peak) and peak CUDA memory
       allocated, when training on a GPU;
@@ -169,7 +173,9 @@ class CostMeter(ThroughputMonitor):
 
     Args:
         assumptions: power and price used for the energy and money estimates.
-        batch_size_fn: samples in a batch; default the first dimension of the batch's first tensor.
+        batch_size_fn: samples in a batch; default the first dimension of the inputs (a tensor batch,
+            ``batch[0]`` of a tuple, a dict's ``"x"``/``"inputs"``/``"features"``... key, else its
+            first tensor).
         window_size: batches over which ThroughputMonitor averages its rates.
 
     Example:
@@ -187,7 +193,8 @@ class CostMeter(ThroughputMonitor):
             raise ValueError(f"window_size must be an integer >= 2, got {window_size!r}")
         super().__init__(batch_size_fn=batch_size_fn or _first_dim, window_size=window_size)
         self.assumptions = assumptions or CostAssumptions()
-        self.steps = 0
+        self.steps = 0  # training batches (a step of the training loop)
+        self.optimizer_steps = 0  # optimizer.step() calls: fewer under accumulation, two a batch in a GAN
         self.samples = 0
         self.step_times_s: list[float] = []
         self.fit_time_s = 0.0
@@ -197,8 +204,15 @@ class CostMeter(ThroughputMonitor):
         self._train_start: float | None = None
         self._hwm_reset = False
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(assumptions=self.assumptions, window_size=self.kwargs.get("window_size"))
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+        # ThroughputMonitor.setup checks the precision plugin against its own namespace's classes:
+        # under a lightning.pytorch Trainer run that namespace's setup (the rest is namespace-free)
+        namespace = namespace_of(trainer)
+        submodule(namespace, "callbacks").ThroughputMonitor.setup(self, trainer, pl_module, stage)
         # FLOPs are optional here: without ``flops_per_batch`` we log rates, not MFU, and say nothing
         self._module_has_flops = hasattr(pl_module, "flops_per_batch")
 
@@ -229,6 +243,9 @@ class CostMeter(ThroughputMonitor):
         self.samples += self.batch_size_fn(batch)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
+        self.optimizer_steps += 1
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.step_times_s:
             per_step = statistics.median(self.step_times_s)
@@ -252,6 +269,7 @@ class CostMeter(ThroughputMonitor):
         step_time = sum(self.step_times_s)
         return {
             "steps": self.steps,
+            "optimizer_steps": self.optimizer_steps,
             "samples": self.samples,
             "ms_per_step": 1e3 * statistics.median(self.step_times_s) if self.step_times_s else math.nan,
             "samples_per_s": self.samples / step_time if step_time > 0 else math.nan,
@@ -265,12 +283,13 @@ class CostMeter(ThroughputMonitor):
 
     def state_dict(self) -> dict[str, Any]:
         running = time.perf_counter() - self._train_start if self._train_start is not None else 0.0
-        return {"steps": self.steps, "samples": self.samples, "step_times_s": list(self.step_times_s),
+        return {"steps": self.steps, "optimizer_steps": self.optimizer_steps, "samples": self.samples, "step_times_s": list(self.step_times_s),
                 "fit_time_s": self.fit_time_s + running, "peak_rss_bytes": self.peak_rss_bytes,
                 "peak_cuda_bytes": self.peak_cuda_bytes}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.steps = int(state_dict["steps"])
+        self.optimizer_steps = int(state_dict.get("optimizer_steps", 0))
         self.samples = int(state_dict["samples"])
         self.step_times_s = [float(t) for t in state_dict["step_times_s"]]
         self.fit_time_s = float(state_dict["fit_time_s"])

@@ -1,7 +1,8 @@
 """What a model costs to hold and to run: parameters, FLOPs, activation memory, size on disk, latency.
 
 Every function takes a plain ``nn.Module`` (or a LightningModule, which is one) and an ``example``
-batch with a leading batch dimension, e.g. ``x_test[:8]``. FLOPs come from PyTorch's own counter
+batch with a leading batch dimension, e.g. ``x_test[:8]``, or a dict of such tensors for a model
+whose forward takes one (``model(example)``); outputs may be objects with ``.logits`` (``logits_fn``). FLOPs come from PyTorch's own counter
 (``torch.utils.flop_counter.FlopCounterMode``): a matrix product of ``(M, K) @ (K, N)`` counts
 ``2*M*K*N``, so a ``Linear(in, out)`` costs ``2*in*out`` FLOPs per sample; element-wise operations
 (bias, ReLU, norms) are not counted, as in most papers.
@@ -21,12 +22,15 @@ import statistics
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from toolkit._structure import check_hook, output_logits
 
 __all__ = ["activation_memory_bytes", "compare_latency", "count_flops", "count_parameters", "measure_latency",
            "model_size_bytes", "profile_model", "time_phases"]
@@ -40,12 +44,40 @@ def _check_model(model: object) -> None:
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
 
 
+def _tensors(example: object) -> list[Tensor]:
+    return list(example.values()) if isinstance(example, Mapping) else [example]
+
+
 def _check_example(example: object) -> None:
-    if not isinstance(example, Tensor):
-        raise TypeError(f"example must be a torch.Tensor batch (N, ...), got {type(example).__name__}")
-    if example.dim() < 1 or len(example) < 1:
-        raise ValueError(f"example must be a non-empty batch with a leading batch dimension, "
-                         f"got shape {tuple(example.shape)}")
+    """A tensor batch ``(N, ...)``, or a dict of them (passed to the model as it is: ``model(example)``)."""
+    if isinstance(example, Mapping):
+        if not example or not all(isinstance(v, Tensor) for v in example.values()):
+            raise TypeError("example must be a torch.Tensor batch (N, ...) or a non-empty dict of tensors, got "
+                            f"a dict of {sorted({type(v).__name__ for v in example.values()})}")
+    elif not isinstance(example, Tensor):
+        raise TypeError(f"example must be a torch.Tensor batch (N, ...) or a dict of tensors, "
+                        f"got {type(example).__name__}")
+    sizes = {t.shape[0] if t.dim() else 0 for t in _tensors(example)}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"example must be a non-empty batch with a leading batch dimension (the same in every "
+                         f"tensor), got shape {_describe(example)}")
+
+
+def _describe(example: Tensor | Mapping[str, Tensor]) -> str:
+    if isinstance(example, Mapping):
+        return "{" + ", ".join(f"{k!r}: {tuple(v.shape)}" for k, v in example.items()) + "}"
+    return str(tuple(example.shape))
+
+
+def _rows(example: Tensor | Mapping[str, Tensor]) -> int:
+    """The batch size of a checked example."""
+    return int(_tensors(example)[0].shape[0])
+
+
+def _take(example: Tensor | Mapping[str, Tensor], index: Tensor | slice) -> Tensor | Mapping[str, Tensor]:
+    if isinstance(example, Mapping):
+        return {k: v[index].contiguous() for k, v in example.items()}
+    return example[index].contiguous()
 
 
 def _check_int(name: str, value: object, low: int) -> None:
@@ -67,15 +99,15 @@ def _run_example(model: nn.Module, example: Tensor) -> Tensor:
     try:
         return model(example)
     except (RuntimeError, ValueError, IndexError) as error:
-        raise ValueError(f"example of shape {tuple(example.shape)} does not fit the model "
+        raise ValueError(f"example of shape {_describe(example)} does not fit the model "
                          f"({type(model).__name__}): {error}") from error
 
 
 def _batch_of(example: Tensor, batch_size: int) -> Tensor:
     """``batch_size`` rows of ``example``, cycling through its rows when it has fewer."""
-    if len(example) >= batch_size:
-        return example[:batch_size].contiguous()
-    return example[torch.arange(batch_size, device=example.device) % len(example)].contiguous()
+    if _rows(example) >= batch_size:
+        return _take(example, slice(0, batch_size))
+    return _take(example, torch.arange(batch_size, device=_tensors(example)[0].device) % _rows(example))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False, nonzero: bool = False) -> int:
@@ -97,7 +129,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = False, nonzero: bo
     return total
 
 
-def count_flops(model: nn.Module, example: Tensor, backward: bool = False) -> float:
+def count_flops(model: nn.Module, example: Tensor, backward: bool = False,
+                logits_fn: Callable[[Any], Tensor] | None = None) -> float:
     """FLOPs per sample of a forward pass (``backward``: forward plus backward, i.e. a training step).
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` on ``example`` and divided by its batch size.
@@ -110,11 +143,12 @@ def count_flops(model: nn.Module, example: Tensor, backward: bool = False) -> fl
     """
     _check_model(model)
     _check_example(example)
+    check_hook("logits_fn", logits_fn)
     if backward:  # a copy in train mode: the model's gradients and norm statistics stay untouched
         work = copy.deepcopy(model).train()
         with FlopCounterMode(display=False) as counter:
-            _run_example(work, example).float().sum().backward()
-        return counter.get_total_flops() / len(example)
+            (logits_fn or output_logits)(_run_example(work, example)).float().sum().backward()
+        return counter.get_total_flops() / _rows(example)
     was_training = model.training
     model.eval()
     try:
@@ -122,7 +156,7 @@ def count_flops(model: nn.Module, example: Tensor, backward: bool = False) -> fl
             _run_example(model, example)
     finally:
         model.train(was_training)
-    return counter.get_total_flops() / len(example)
+    return counter.get_total_flops() / _rows(example)
 
 
 def activation_memory_bytes(model: nn.Module, example: Tensor) -> int:
@@ -169,24 +203,25 @@ def model_size_bytes(model: nn.Module, compress: bool = False) -> int:
     return len(zlib.compress(data, level=6)) if compress else len(data)
 
 
-def profile_model(model: nn.Module, example: Tensor) -> pd.Series:
+def profile_model(model: nn.Module, example: Tensor, logits_fn: Callable[[Any], Tensor] | None = None) -> pd.Series:
     """Parameters, FLOPs per sample (inference and training step), activation memory per sample and
     size on disk, as one pandas Series (stack several with ``pd.DataFrame({...})``)."""
     _check_model(model)
     _check_example(example)
-    activation = activation_memory_bytes(model, example) / len(example)
+    activation = activation_memory_bytes(model, example) / _rows(example)
     return pd.Series({
         "parameters": count_parameters(model),
         "flops_per_sample": count_flops(model, example),
-        "train_flops_per_sample": count_flops(model, example, backward=True),
+        "train_flops_per_sample": count_flops(model, example, backward=True, logits_fn=logits_fn),
         "activation_bytes_per_sample": activation,
         "size_mb": model_size_bytes(model) / _BYTES_PER_MB,
     })
 
 
 def _synchronize(example: Tensor) -> None:
-    if example.device.type == "cuda":
-        torch.cuda.synchronize(example.device)
+    device = _tensors(example)[0].device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def compare_latency(models: Mapping[str, nn.Module], example: Tensor,
@@ -227,7 +262,7 @@ def compare_latency(models: Mapping[str, nn.Module], example: Tensor,
             model.eval()
         with torch.no_grad():
             for name, model in models.items():  # one clear error before any timing
-                _run_example(model, prepare[name](example[:1]))
+                _run_example(model, prepare[name](_take(example, slice(0, 1))))
             for batch_size in batch_sizes:
                 batches = {name: prepare[name](_batch_of(example, batch_size)) for name in models}
                 for name, model in models.items():
@@ -279,8 +314,12 @@ def measure_latency(model: nn.Module, example: Tensor, batch_sizes: Sequence[int
 
 def time_phases(model: nn.Module, example: Tensor, targets: Tensor, *, repeats: int = 20,
                 loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-                optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW) -> pd.DataFrame:
+                optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW,
+                logits_fn: Callable[[Any], Tensor] | None = None) -> pd.DataFrame:
     """Where the time of one training step goes, beside one inference call on the same batch.
+
+    ``logits_fn`` maps the model's output to what ``loss_fn`` takes; the default reads a tensor,
+    ``output["logits"]``, ``output.logits`` or ``output[0]`` (so output objects work as they are).
 
     Times, as medians over ``repeats`` steps (after one untimed step), the phases of a training step
     of a copy of ``model`` (the model itself is left untouched): ``forward`` (with the loss),
@@ -293,8 +332,9 @@ def time_phases(model: nn.Module, example: Tensor, targets: Tensor, *, repeats: 
     """
     _check_model(model)
     _check_example(example)
-    if not isinstance(targets, Tensor) or len(targets) != len(example):
-        raise ValueError(f"targets must be a tensor with one entry per example row ({len(example)}), "
+    check_hook("logits_fn", logits_fn)
+    if not isinstance(targets, Tensor) or len(targets) != _rows(example):
+        raise ValueError(f"targets must be a tensor with one entry per example row ({_rows(example)}), "
                          f"got {getattr(targets, 'shape', type(targets).__name__)}")
     _check_int("repeats", repeats, 1)
     work = copy.deepcopy(model)
@@ -304,7 +344,7 @@ def time_phases(model: nn.Module, example: Tensor, targets: Tensor, *, repeats: 
         work.train()
         _synchronize(example)
         t0 = time.perf_counter()
-        loss = loss_fn(_run_example(work, example), targets)
+        loss = loss_fn((logits_fn or output_logits)(_run_example(work, example)), targets)
         _synchronize(example)
         t1 = time.perf_counter()
         loss.backward()

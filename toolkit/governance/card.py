@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,15 @@ from toolkit.data.splits import check_manifest
 
 __all__ = ["DATASET_INFO", "MANIFEST_DIR", "dataset_card", "verify_splits"]
 
-MANIFEST_DIR = Path(__file__).resolve().parents[2] / "datasets" / "manifests"
+def _manifest_dir() -> Path:
+    """The committed split manifests: ``toolkit/manifests`` as package data, found with
+    ``importlib.resources`` (in a checkout a symlink to ``datasets/manifests``; a wheel holds the
+    files themselves), else ``datasets/manifests`` of a source checkout."""
+    installed = Path(str(importlib.resources.files("toolkit"))) / "manifests"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "datasets" / "manifests"
+
+
+MANIFEST_DIR = _manifest_dir()
 _SHORT_HASH = 12  # characters of a SHA-256 shown in tables
 
 # What the code cannot read from the arrays: provenance, license, intended use, known limitations.
@@ -111,8 +120,9 @@ def dataset_card(datamodule: Any, info: dict[str, str] | None = None,
     classes = sorted({int(c) for split in manifest["splits"].values() for c in split["class_counts"]})
     try:
         check = f"matches `{verify_splits(datamodule, manifest_dir).name}` (every split's SHA-256 agrees)"
-    except ValueError as error:
-        check = f"**does not match**: {error}"
+    except ValueError as error:  # a missing manifest is not a mismatch: say which it is
+        missing = str(error).startswith("no split manifest")
+        check = f"**{'not checked' if missing else 'does not match'}**: {error}"
 
     split_rows = [[name, s["size"], f"{s['size'] / max(len(y), 1):.1%}", f"`{s['sha256'][:_SHORT_HASH]}`"]
                   for name, s in manifest["splits"].items()]

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from toolkit._extras import require
+
 __all__ = ["detection_scores", "find_label_issues", "inject_label_noise", "out_of_fold_probs"]
 
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
@@ -117,6 +119,7 @@ def find_label_issues(labels: Any, probs: Any, filter_by: str = "prune_by_noise_
     """
     with warnings.catch_warnings():  # cleanlab imports tqdm.auto, which warns in notebooks without ipywidgets
         warnings.filterwarnings("ignore", message="IProgress not found")
+        require("cleanlab", "governance", "find_label_issues")
         from cleanlab.filter import find_label_issues as _cleanlab_find
 
     labels = _labels("labels", labels)

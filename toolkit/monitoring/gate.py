@@ -82,10 +82,20 @@ class GateResult:
         return self.passed
 
 
+def _scalar(value: Any) -> Any:
+    """A one-element tensor or NumPy scalar (``trainer.callback_metrics`` holds 0-d tensors) as a float."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 and not isinstance(value, bool):
+        try:
+            return float(value.item())
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
 def _value(side: str, metrics: Mapping[str, Any], metric: str) -> float:
     if metric not in metrics:
         raise ValueError(f"{side} has no metric {metric!r}; it has {sorted(metrics)}")
-    value = metrics[metric]
+    value = _scalar(metrics[metric])
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{side}[{metric!r}] must be a finite number, got {value!r}")
     return float(value)

@@ -27,6 +27,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from toolkit.monitoring.gate import _scalar
+
 __all__ = ["ModelRegistry"]
 
 MANIFEST = "manifest.json"
@@ -83,7 +85,7 @@ class ModelRegistry:
         """Save ``model``'s weights as a new version; return its name ("v1", "v2", ...)."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        metrics = dict(metrics or {})
+        metrics = {key: _scalar(value) for key, value in dict(metrics or {}).items()}  # 0-d tensors too
         for key, value in metrics.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"metrics[{key!r}] must be a finite number, got {value!r}")

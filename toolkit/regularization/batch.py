@@ -20,10 +20,9 @@ __all__ = ["cutmix", "cutout", "mixup"]
 
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
-    if not isinstance(y, Tensor) or y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must be a vector of {x.shape[0]} labels, got {getattr(y, 'shape', y)!r}")
-    if y.is_floating_point() or y.dtype == torch.bool:
-        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    if not isinstance(y, Tensor) or y.dim() < 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must be a tensor of {x.shape[0]} targets (labels (N,), or (N, ...) such as "
+                         f"regression targets (N, 1)), got {getattr(y, 'shape', y)!r}")
 
 
 def _beta(alpha: float) -> float:

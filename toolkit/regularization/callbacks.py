@@ -42,6 +42,10 @@ class DropBlockSchedule(pl.Callback):
         self.targets: list[float] | None = None
         self._layers: list[Any] = []
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(drop_prob=self.drop_prob, layer_types=[t.__name__ for t in self.layer_types])
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._layers = [m for m in pl_module.modules() if isinstance(m, self.layer_types)]
         if not self._layers:

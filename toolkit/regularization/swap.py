@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -49,9 +50,10 @@ def replace_modules(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Modu
     return count
 
 
-def swap_dropout(model: nn.Module, factory: Callable[[], nn.Module]) -> int:
+def swap_dropout(model: nn.Module, factory: Callable[..., nn.Module]) -> int:
     """Replace every dropout layer (``nn.Dropout`` and its 1d/2d/3d/alpha variants) of ``model`` by
-    ``factory()``, in place; the number of layers replaced.
+    ``factory()``, in place; the number of layers replaced. A ``factory`` that takes one argument is
+    given the layer it replaces, so each can keep its own rate: ``lambda old: GaussianDropout(old.p)``.
 
     Example:
         >>> from toolkit.regularization import GaussianDropout
@@ -61,11 +63,15 @@ def swap_dropout(model: nn.Module, factory: Callable[[], nn.Module]) -> int:
     """
     if isinstance(factory, nn.Module) or not callable(factory):
         what = ": a layer itself, but every place needs its own" if isinstance(factory, nn.Module) else ""
-        raise TypeError(f"factory must be a zero-argument callable returning an nn.Module (e.g. lambda: "
-                        f"nn.Dropout(0.3)), got {type(factory).__name__}{what}")
+        raise TypeError(f"factory must be a callable returning an nn.Module (no argument, or the replaced "
+                        f"layer; e.g. lambda: nn.Dropout(0.3)), got {type(factory).__name__}{what}")
+    try:
+        takes_layer = len(inspect.signature(factory).parameters) >= 1
+    except (TypeError, ValueError):  # a builtin or C callable: call it without arguments, as before
+        takes_layer = False
 
-    def build(_old: nn.Module) -> nn.Module:
-        layer = factory()
+    def build(old: nn.Module) -> nn.Module:
+        layer = factory(old) if takes_layer else factory()
         if not isinstance(layer, nn.Module):
             raise TypeError(f"factory must return an nn.Module, got {type(layer).__name__}")
         return layer

@@ -1,18 +1,37 @@
-"""Security of ML models (notebook 05): evasion, adversarial training, poisoning, privacy, checkpoints."""
+"""Security of ML models (notebook 05): evasion, adversarial training, poisoning, privacy, checkpoints.
 
-from toolkit.security.adversarial import ATTACKS, AdversarialClassifierModule, RobustAccuracyCallback
-from toolkit.security.checkpoints import (ChecksumMismatchError, CorruptCheckpointError, Sha256CheckpointIO,
-                                         UnsafeCheckpointError, safe_load, sha256_file, verify_sidecar,
-                                         write_sidecar)
-from toolkit.security.evasion import NORMS, fgsm, pgd, robust_accuracy
-from toolkit.security.poisoning import (POISONS, PoisonedDataModule, add_trigger, attack_success_rate, flip_labels,
-                                        penultimate_activations, spectral_signatures)
-from toolkit.security.privacy import (DPClassifierModule, PoissonBatchLoader, PoissonSampledDataModule,
-                                      membership_auc, membership_inference, per_sample_loss)
+Names are imported from their submodule on first use, so ``from toolkit.security import safe_load``
+needs only torch (it never imports Lightning), and opacus is needed only by ``DPClassifierModule``.
+"""
 
-__all__ = ["ATTACKS", "AdversarialClassifierModule", "ChecksumMismatchError", "CorruptCheckpointError",
-           "DPClassifierModule", "NORMS", "POISONS", "PoissonBatchLoader", "PoissonSampledDataModule",
-           "PoisonedDataModule", "RobustAccuracyCallback", "Sha256CheckpointIO", "UnsafeCheckpointError",
-           "add_trigger", "attack_success_rate", "fgsm", "flip_labels", "membership_auc", "membership_inference",
-           "penultimate_activations", "per_sample_loss", "pgd", "robust_accuracy", "safe_load", "sha256_file",
-           "spectral_signatures", "verify_sidecar", "write_sidecar"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_SUBMODULE = {
+    "ATTACKS": "adversarial", "AdversarialClassifierModule": "adversarial", "RobustAccuracyCallback": "adversarial",
+    "ChecksumMismatchError": "checkpoints", "UnsafeCheckpointError": "checkpoints", "safe_load": "checkpoints",
+    "sha256_file": "checkpoints", "CorruptCheckpointError": "checkpoints", "Sha256CheckpointIO": "checkpoints",
+    "verify_sidecar": "checkpoints", "write_sidecar": "checkpoints",
+    "NORMS": "evasion", "fgsm": "evasion", "pgd": "evasion", "robust_accuracy": "evasion",
+    "POISONS": "poisoning", "PoisonedDataModule": "poisoning", "add_trigger": "poisoning",
+    "attack_success_rate": "poisoning", "flip_labels": "poisoning", "penultimate_activations": "poisoning",
+    "spectral_signatures": "poisoning",
+    "DPClassifierModule": "privacy", "PoissonBatchLoader": "privacy", "PoissonSampledDataModule": "privacy",
+    "membership_auc": "privacy", "membership_inference": "privacy", "per_sample_loss": "privacy",
+}
+
+__all__ = sorted(_SUBMODULE, key=lambda name: (not name[0].isupper(), name))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULE:
+        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULE))

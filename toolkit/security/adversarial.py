@@ -98,8 +98,9 @@ class RobustAccuracyCallback(pl.Callback):
         data: ``(inputs, targets)``; default the datamodule's ``tensors("val")``.
         attack: "pgd" or "fgsm" (seeded by ``seed``, so every evaluation uses the same random start).
         log_name: the logged metric.
-        **attack_kwargs: for the attack (``steps``, ``norm``, ``input_range``...). ``input_range``
-            defaults to the datamodule's ``input_range`` when it has one.
+        **attack_kwargs: for the attack (``steps``, ``norm``, ``input_range``, ``logits_fn`` for a
+            module whose forward returns an output object...). ``input_range`` defaults to the
+            datamodule's ``input_range`` when it has one.
 
     ``history`` holds ``(epoch, robust_acc)`` pairs; ``state_dict`` saves it and the counters.
     """
@@ -118,6 +119,10 @@ class RobustAccuracyCallback(pl.Callback):
         self.attack_kwargs = attack_kwargs
         self.history: list[tuple[int, float]] = []
         self.evaluations = 0
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(epsilon=self.epsilon, attack=self.attack, log_name=self.log_name)
 
     def _subset(self, trainer: pl.Trainer) -> tuple[Tensor, Tensor]:
         data = self.data

@@ -34,6 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from toolkit._structure import batch_to_inputs as default_batch_to_inputs
+from toolkit._structure import batch_to_targets as default_batch_to_targets
+from toolkit._structure import check_hook, output_logits
+
 __all__ = ["NORMS", "fgsm", "pgd", "robust_accuracy"]
 
 NORMS = ("linf", "l2")
@@ -61,17 +65,19 @@ def _check_number(name: str, value: Any, low: float = 0.0, strict: bool = False)
 
 
 def _check_attack_args(model: Any, inputs: Any, targets: Any, epsilon: Any, norm: str, steps: Any,
-                       step_size: Any, input_range: Any) -> None:
+                       step_size: Any, input_range: Any, loss_fn: Any = None, logits_fn: Any = None) -> None:
+    check_hook("loss_fn", loss_fn)
+    check_hook("logits_fn", logits_fn)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(inputs, Tensor) or not inputs.is_floating_point():
         raise TypeError(f"inputs must be a floating-point tensor, got {type(inputs).__name__}")
-    if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.dtype == torch.bool:
-        raise TypeError(f"targets must be an integer tensor of class indices, got "
-                        f"{getattr(targets, 'dtype', type(targets).__name__)}")
-    if targets.shape != inputs.shape[:1]:
-        raise ValueError(f"targets must have shape ({len(inputs)},) like inputs, got {tuple(targets.shape)}")
-    if targets.numel() and int(targets.min()) < 0:
+    if not isinstance(targets, Tensor) or targets.shape[:1] != inputs.shape[:1] or (
+            loss_fn is None and (targets.is_floating_point() or targets.dtype == torch.bool or targets.ndim != 1)):
+        raise TypeError(f"targets must be an integer tensor of shape ({len(inputs)},) (or any tensor of {len(inputs)} "
+                        "rows with your own loss_fn, e.g. float regression targets and mse_loss), got "
+                        f"{getattr(targets, 'dtype', type(targets).__name__)} {tuple(getattr(targets, 'shape', ()))}")
+    if loss_fn is None and targets.numel() and int(targets.min()) < 0:
         raise ValueError(f"targets must be class indices >= 0, got minimum {int(targets.min())}")
     if inputs.numel() and not bool(torch.isfinite(inputs).all()):
         raise ValueError("inputs contains NaN or infinite values")
@@ -121,10 +127,13 @@ def _random_start(pixels: Tensor, epsilon: float, norm: str, generator: torch.Ge
 
 def _perturb(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, norm: str, steps: int,
              step_size: float, random_start: bool, targeted: bool, input_range: tuple[float, float] | None,
-             seed: int | None, loss_fn: Callable[[Tensor, Tensor], Tensor] | None) -> Tensor:
+             seed: int | None, loss_fn: Callable[[Tensor, Tensor], Tensor] | None,
+             logits_fn: Callable[[Any], Tensor] | None = None) -> Tensor:
+    logits_fn = logits_fn or output_logits
     low, high = input_range if input_range is not None else (0.0, 1.0)
     scale = high - low
     pixels = ((inputs.detach() - low) / scale)
+    class_targets = loss_fn is None  # the default loss takes class indices
     loss_fn = loss_fn or F.cross_entropy
     if epsilon == 0:
         return inputs.detach().clone()
@@ -136,8 +145,9 @@ def _perturb(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, 
     with _eval_mode(model), torch.enable_grad():
         for step in range(steps):
             delta.requires_grad_(True)
-            logits = model(low + (pixels + delta) * scale)
-            if step == 0 and logits.dim() == 2 and targets.numel() and int(targets.max()) >= logits.shape[1]:
+            logits = logits_fn(model(low + (pixels + delta) * scale))
+            if step == 0 and class_targets and logits.dim() == 2 and targets.numel() \
+                    and int(targets.max()) >= logits.shape[1]:
                 raise ValueError(f"targets must be class indices below the model's {logits.shape[1]} outputs, "
                                  f"got maximum {int(targets.max())}")
             loss = loss_fn(logits, targets)
@@ -156,7 +166,8 @@ def _perturb(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, 
 def pgd(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, *, norm: str = "linf",
         steps: int = 10, step_size: float | None = None, random_start: bool = True, targeted: bool = False,
         input_range: Sequence[float] | None = (0.0, 1.0), seed: int | None = 0,
-        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+        loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+        logits_fn: Callable[[Any], Tensor] | None = None) -> Tensor:
     """Projected gradient descent (Madry et al., 2018, arXiv:1706.06083): adversarial ``inputs``.
 
     Maximizes ``loss_fn(model(x'), targets)`` over ``x'`` within ``epsilon`` of ``inputs`` (minimizes
@@ -175,22 +186,26 @@ def pgd(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, *, no
         targeted: move towards ``targets`` instead of away from them.
         input_range: model-input values ``(low, high)`` of pixel 0 and 1, or None (unbounded).
         seed: seeds the random start (None: the global torch generator).
-        loss_fn: ``loss_fn(logits, targets)``, default cross-entropy.
+        loss_fn: ``loss_fn(logits, targets)``, default cross-entropy; with your own, ``targets`` may be
+            any tensor with ``N`` rows (float regression targets with ``mse_loss``, for instance).
+        logits_fn: ``model output -> logits``; default the tensor itself, ``output["logits"]``,
+            ``output.logits`` or ``output[0]`` (Hugging Face style output objects work as they are).
 
     Returns:
         Adversarial inputs, same shape, dtype and normalization as ``inputs``, detached.
     """
-    _check_attack_args(model, inputs, targets, epsilon, norm, steps, step_size, input_range)
+    _check_attack_args(model, inputs, targets, epsilon, norm, steps, step_size, input_range, loss_fn, logits_fn)
     if step_size is None:
         step_size = PGD_STEP_FACTOR * epsilon / steps
     return _perturb(model, inputs, targets, float(epsilon), norm, steps, float(step_size), random_start,
-                    targeted, tuple(input_range) if input_range is not None else None, seed, loss_fn)
+                    targeted, tuple(input_range) if input_range is not None else None, seed, loss_fn, logits_fn)
 
 
 def fgsm(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, *, norm: str = "linf",
          random_start: bool = False, step_size: float | None = None, targeted: bool = False,
          input_range: Sequence[float] | None = (0.0, 1.0), seed: int | None = 0,
-         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+         loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+         logits_fn: Callable[[Any], Tensor] | None = None) -> Tensor:
     """Fast gradient sign method (Goodfellow et al., 2015, arXiv:1412.6572): one gradient step.
 
     ``x' = clip(x + epsilon * sign(grad))`` for L-inf (``grad / ||grad||`` for L2). With
@@ -198,11 +213,11 @@ def fgsm(model: nn.Module, inputs: Tensor, targets: Tensor, epsilon: float, *, n
     a uniform point of the ball, step ``1.25 * epsilon`` by default, project back. Arguments as
     :func:`pgd`; ``step_size`` defaults to ``epsilon`` (``1.25 * epsilon`` with ``random_start``).
     """
-    _check_attack_args(model, inputs, targets, epsilon, norm, 1, step_size, input_range)
+    _check_attack_args(model, inputs, targets, epsilon, norm, 1, step_size, input_range, loss_fn, logits_fn)
     if step_size is None:
         step_size = (1.25 if random_start else 1.0) * epsilon
     return _perturb(model, inputs, targets, float(epsilon), norm, 1, float(step_size), random_start,
-                    targeted, tuple(input_range) if input_range is not None else None, seed, loss_fn)
+                    targeted, tuple(input_range) if input_range is not None else None, seed, loss_fn, logits_fn)
 
 
 def _batches(data: Any) -> Iterable[tuple[Tensor, Tensor]]:
@@ -215,12 +230,22 @@ def _batches(data: Any) -> Iterable[tuple[Tensor, Tensor]]:
 
 
 def robust_accuracy(model: nn.Module, data: Any, attack: Callable[..., Tensor] = pgd,
-                    epsilons: Sequence[float] = (0.0, 0.05, 0.1, 0.2), **attack_kwargs: Any) -> pd.DataFrame:
+                    epsilons: Sequence[float] = (0.0, 0.05, 0.1, 0.2), *,
+                    batch_to_inputs: Callable[[Any], Tensor] | None = None,
+                    batch_to_targets: Callable[[Any], Tensor] | None = None,
+                    logits_fn: Callable[[Any], Tensor] | None = None, **attack_kwargs: Any) -> pd.DataFrame:
     """Accuracy of ``model`` on adversarial examples of ``data`` at each ``epsilon``.
 
     Args:
-        model: maps inputs to logits (any ``nn.Module``, a ``ClassifierModule`` too).
-        data: a pair ``(inputs, targets)`` or any loader of ``(inputs, targets, ...)`` batches.
+        model: maps inputs to logits (any ``nn.Module``, a ``ClassifierModule`` too), or to an
+            output holding them (see ``logits_fn``).
+        data: a pair ``(inputs, targets)`` or any loader of batches: ``(inputs, targets, ...)``, dicts
+            (``{"x"|"inputs"|"features"...: ..., "y"|"target"|"label"...: ...}``) or anything
+            ``batch_to_inputs``/``batch_to_targets`` read.
+        batch_to_inputs, batch_to_targets: ``batch -> inputs`` and ``batch -> (N,)`` labels; the
+            defaults read tuples and dicts.
+        logits_fn: ``model output -> logits`` (for the attack and the accuracy); the default reads a
+            tensor, ``output["logits"]``, ``output.logits`` or ``output[0]``.
         attack: ``attack(model, inputs, targets, epsilon, **attack_kwargs)``, e.g. :func:`pgd`, :func:`fgsm`.
         epsilons: budgets, each ``>= 0`` (0 is clean accuracy).
         **attack_kwargs: passed to ``attack`` (``input_range``, ``norm``, ``steps``, ``seed``...).
@@ -240,15 +265,21 @@ def robust_accuracy(model: nn.Module, data: Any, attack: Callable[..., Tensor] =
         raise ValueError("epsilons must hold at least one budget, got none")
     for eps in epsilons:
         _check_number("epsilons", eps)
-    batches = list(_batches(data))
+    for name, hook in (("batch_to_inputs", batch_to_inputs), ("batch_to_targets", batch_to_targets),
+                       ("logits_fn", logits_fn)):
+        check_hook(name, hook)
+    to_inputs, to_targets = batch_to_inputs or default_batch_to_inputs, batch_to_targets or default_batch_to_targets
+    logits_of = logits_fn or output_logits
+    if logits_fn is not None:
+        attack_kwargs["logits_fn"] = logits_fn
+    batches = [(to_inputs(batch), to_targets(batch)) for batch in _batches(data)]
     rows = []
     for eps in epsilons:
         correct, total = 0, 0
-        for batch in batches:
-            x, y = batch[0], batch[1]
+        for x, y in batches:
             x_adv = attack(model, x, y, eps, **attack_kwargs)
             with _eval_mode(model), torch.no_grad():
-                correct += (model(x_adv).argmax(1) == y).sum().item()
+                correct += (logits_of(model(x_adv)).argmax(1) == y).sum().item()
             total += len(y)
         rows.append({"epsilon": float(eps), "robust_acc": correct / max(total, 1), "n": total,
                      "attack": getattr(attack, "__name__", type(attack).__name__)})

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torchmetrics.functional.classification import binary_auroc
 
 from toolkit._validate import check_class_targets, check_int, check_tensor
+from toolkit._extras import require
 from toolkit.security.evasion import _eval_mode
 from toolkit.training import ClassifierModule
 
@@ -201,6 +202,7 @@ class DPClassifierModule(ClassifierModule):
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, noise_multiplier: float = 1.0,
                  max_grad_norm: float = 1.0, delta: float = 1e-5, **kwargs: Any) -> None:
+        require("opacus", "security", "DPClassifierModule (DP-SGD)")
         from opacus import GradSampleModule
         from opacus.accountants import RDPAccountant
         from opacus.validators import ModuleValidator

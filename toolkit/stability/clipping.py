@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from toolkit.stability._checks import check_names, check_positive_float, log_metrics
+from toolkit.stability._checks import check_names, check_positive_float, log_metrics, optimizer_index, optimizer_params
 
 __all__ = ["AdaptiveGradientClipping", "adaptive_clip_grad_", "unitwise_norm"]
 
@@ -71,9 +71,12 @@ def adaptive_clip_grad_(parameters: Iterable[Tensor], clip_factor: float = 0.01,
 class AdaptiveGradientClipping(pl.Callback):
     """Adaptive gradient clipping (AGC) of every parameter before each optimizer step.
 
-    Applies :func:`adaptive_clip_grad_` in ``on_before_optimizer_step`` to all parameters whose name
-    contains none of ``exclude`` (the paper leaves the final classifier layer out). Counts steps and
-    clipped units (logged as ``agc_clipped_units``, restored on resume).
+    Applies :func:`adaptive_clip_grad_` in ``on_before_optimizer_step`` to the parameters of the
+    optimizer being stepped (with several optimizers, only those; a GAN's generator step leaves the
+    discriminator's gradients alone) whose name contains none of ``exclude`` (the paper leaves the
+    final classifier layer out). Counts steps and clipped units (logged as ``agc_clipped_units``
+    through ``LightningModule.log`` at the loggers' interval and each epoch's last step, restored on
+    resume).
 
     How it differs from Lightning's ``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``:
     that clips the *global* norm (or each value) to a fixed threshold you must tune per model and
@@ -97,20 +100,28 @@ class AdaptiveGradientClipping(pl.Callback):
         self.exclude = check_names("exclude", exclude)
         self.steps = 0
         self.clipped_units = 0
-        self._params: list[Tensor] = []
+        self._params: dict[int, list[Tensor]] = {}
+        self._selected_ids: set[int] = set()
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(clip_factor=self.clip_factor, eps=self.eps, exclude=self.exclude)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._params = self._selected(pl_module)  # walking the module tree every step is slow
+        self._params = {}
+        self._selected_ids = {id(p) for p in self._selected(pl_module)}
 
     def _selected(self, module: nn.Module) -> list[Tensor]:
         return [p for name, p in module.named_parameters() if not any(part in name for part in self.exclude)]
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Optimizer) -> None:
-        self.clipped_units += adaptive_clip_grad_(self._params or self._selected(pl_module), self.clip_factor,
-                                                  self.eps)
+        index = optimizer_index(trainer, optimizer)
+        if index not in self._params:  # walking the module tree every step is slow: once per optimizer
+            self._params[index] = [p for p in optimizer_params(optimizer) if id(p) in self._selected_ids]
+        self.clipped_units += adaptive_clip_grad_(self._params[index], self.clip_factor, self.eps)
         self.steps += 1
-        log_metrics(trainer, {"agc_clipped_units": float(self.clipped_units)})
+        log_metrics(pl_module, {"agc_clipped_units": float(self.clipped_units)})
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "clipped_units": self.clipped_units}

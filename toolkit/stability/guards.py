@@ -14,24 +14,30 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from toolkit.stability._checks import (check_open_unit, check_positive_float, check_positive_int, global_norm,
-                                      grads_of, log_metrics)
+                                      grads_of, log_metrics, optimizer_index, optimizer_params)
 
-__all__ = ["LossSpikeGuard", "NonFiniteGuard", "POLICIES", "skip_optimizer_step"]
+__all__ = ["LossSpikeGuard", "NonFiniteGuard", "POLICIES", "SkippedStepWarning", "skip_optimizer_step"]
 
 POLICIES = ("skip", "rollback", "stop")
 MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
-def skip_optimizer_step(module: nn.Module) -> None:
-    """Make the coming ``optimizer.step()`` a no-op: drop every gradient (``p.grad = None``).
+class SkippedStepWarning(UserWarning):
+    """A guard skipped (or rolled back) an optimizer step; filter this category to silence the guards only."""
+
+
+def skip_optimizer_step(target: nn.Module | Optimizer) -> None:
+    """Make the coming ``optimizer.step()`` a no-op: drop every gradient (``p.grad = None``) of
+    ``target``, a module or the optimizer about to step (then only its parameters).
 
     PyTorch's optimizers leave a parameter without a gradient untouched: no update, no weight
     decay, no change to its state (Adam's moments and step count), so weights and optimizer state
     stay bitwise as they were. The LR scheduler still advances.
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
-    for param in module.parameters():
+    if not isinstance(target, (nn.Module, Optimizer)):
+        raise TypeError(f"target must be an nn.Module or an Optimizer, got {type(target).__name__}")
+    params = optimizer_params(target) if isinstance(target, Optimizer) else target.parameters()
+    for param in params:
         param.grad = None
 
 
@@ -57,12 +63,21 @@ class NonFiniteGuard(pl.Callback):
     - ``"stop"``: skip the step and end training (``trainer.should_stop``), with a warning naming
       the step and the first parameter whose gradient is not finite; also in :attr:`stop_message`.
 
-    The rollback snapshot is not checkpointed (it is a copy of the weights): after a resume the first
-    finite step takes a new one.
+    Never silent: every skipped or rolled-back step raises a :class:`SkippedStepWarning` (step,
+    optimizer, culprit; the "stop" policy's warning is a plain ``UserWarning``) and
+    is logged through ``LightningModule.log`` as ``nonfinite_skipped``/``nonfinite_rollbacks``
+    (``trainer.callback_metrics``), and ``max_consecutive_skips`` skips in a row of one optimizer
+    raise ``RuntimeError``: a run whose every step is non-finite does not finish "normally".
 
-    Counters (``skipped``, ``rollbacks``, ``stopped``) are logged as ``nonfinite_*`` and restored
-    on resume. Under DDP the decision is summed over ranks with ``trainer.strategy.reduce``, so all
-    ranks skip (or roll back) together.
+    Several optimizers (a GAN, manual optimization): everything is per optimizer. The check,
+    the skip and the rollback act on the parameters of the optimizer being stepped; each
+    optimizer has its own snapshot (its parameters, the buffers of the layers it owns wholly, its
+    own state) and its own learning-rate cut.
+
+    The rollback snapshot is not checkpointed (it is a copy of the weights): after a resume the first
+    finite step takes a new one. Counters (``skipped``, ``rollbacks``, ``stopped``, ``events``)
+    are restored on resume. Under DDP the decision is summed over ranks with
+    ``trainer.strategy.reduce``, so all ranks skip (or roll back) together.
 
     How it differs from Lightning: ``Trainer(detect_anomaly=True)`` raises inside autograd (slow,
     for debugging); ``SpikeDetection(finite_only=False)`` raises after the step and asks for a
@@ -72,34 +87,59 @@ class NonFiniteGuard(pl.Callback):
     Args:
         policy: one of ``POLICIES``.
         lr_factor: learning-rate multiplier of a rollback, in ``(0, 1)``.
-        snapshot_every_n_steps: interval of the rollback snapshot, ``>= 1`` (each costs a copy of the
-            weights and the optimizer state).
+        snapshot_every_n_steps: interval of the rollback snapshot, in steps of that optimizer, ``>= 1``
+            (each costs a copy of the weights and the optimizer state).
         max_rollbacks: stop after this many rollbacks, ``>= 1``.
+        max_consecutive_skips: raise ``RuntimeError`` after this many skipped steps in a row of one
+            optimizer, ``>= 1``, or None to skip without limit (each skip still warns).
 
     Example:
         >>> guard = NonFiniteGuard("rollback", lr_factor=0.5)
     """
 
     def __init__(self, policy: str = "skip", lr_factor: float = 0.5, snapshot_every_n_steps: int = 50,
-                 max_rollbacks: int = 10) -> None:
+                 max_rollbacks: int = 10, max_consecutive_skips: int | None = 20) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         check_open_unit("lr_factor", lr_factor)
         check_positive_int("snapshot_every_n_steps", snapshot_every_n_steps)
         check_positive_int("max_rollbacks", max_rollbacks)
+        if max_consecutive_skips is not None:
+            check_positive_int("max_consecutive_skips", max_consecutive_skips)
         self.policy, self.lr_factor = policy, float(lr_factor)
         self.snapshot_every_n_steps, self.max_rollbacks = snapshot_every_n_steps, max_rollbacks
+        self.max_consecutive_skips = max_consecutive_skips
         self.skipped = self.rollbacks = 0
         self.stopped = False
         self.stop_message: str | None = None
         self.events: list[dict[str, Any]] = []
+        self._consecutive: dict[int, int] = {}
         self._loss_finite = True
-        self._snapshot: dict[str, Any] | None = None
-        self._snapshot_step = -1
-        self._params: list[nn.Parameter] = []
+        self._snapshots: dict[int, dict[str, Any]] = {}
+        self._steps: dict[int, int] = {}
+        self._owned: dict[int, tuple[list[nn.Parameter], dict[str, Tensor]]] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(policy=self.policy)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._params = list(pl_module.parameters())  # walking the module tree every step is slow
+        self._owned, self._snapshots, self._steps = {}, {}, {}
+
+    def _owned_by(self, index: int, module: nn.Module, optimizer: Optimizer) -> tuple[list, dict[str, Tensor]]:
+        """The optimizer's parameters and the buffers of the layers all of whose parameters it owns."""
+        if index not in self._owned:  # walking the module tree every step is slow: once per optimizer
+            params = optimizer_params(optimizer)
+            ids = {id(p) for p in params}
+            buffers = {}
+            for name, layer in module.named_modules():
+                own = list(layer.parameters(recurse=False))
+                if own and all(id(p) in ids for p in own):
+                    buffers.update({f"{name}.{b}": t for b, t in layer.named_buffers(recurse=False)})
+            if all(id(p) in ids for p in module.parameters()):
+                buffers = dict(module.named_buffers())  # it owns the whole model: every buffer
+            self._owned[index] = (params, buffers)
+        return self._owned[index]
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         self._loss_finite = self._loss_finite and bool(torch.isfinite(loss.detach()).all())
@@ -107,56 +147,78 @@ class NonFiniteGuard(pl.Callback):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Optimizer) -> None:
         loss_finite, self._loss_finite = self._loss_finite, True
+        index = optimizer_index(trainer, optimizer)
+        params, buffers = self._owned_by(index, pl_module, optimizer)
         with torch.no_grad():
-            grads_finite = bool(torch.isfinite(global_norm(grads_of(self._params or pl_module.parameters()))))
+            grads_finite = bool(torch.isfinite(global_norm(grads_of(params))))
         bad = _any_rank(trainer, not (loss_finite and grads_finite))
         step = trainer.global_step
         if not bad:
-            if self.policy == "rollback" and (self._snapshot is None
-                                              or step - self._snapshot_step >= self.snapshot_every_n_steps):
-                self._take_snapshot(pl_module, optimizer, step)
+            self._consecutive[index] = 0
+            count = self._steps.get(index, 0)
+            if self.policy == "rollback" and (index not in self._snapshots or count % self.snapshot_every_n_steps == 0):
+                self._snapshots[index] = {"params": [p.detach().clone() for p in params],
+                                          "buffers": {k: v.detach().clone() for k, v in buffers.items()},
+                                          "optimizer": copy.deepcopy(optimizer.state_dict())}
+            self._steps[index] = count + 1
             return
-        culprit = "the loss" if not loss_finite else self._first_bad_parameter(pl_module)
-        self.events.append({"step": step, "policy": self.policy, "culprit": culprit})
-        if self.policy == "rollback" and self._snapshot is not None and self.rollbacks < self.max_rollbacks:
-            self._rollback(trainer, pl_module, optimizer)
+        culprit = "the loss" if not loss_finite else self._first_bad_parameter(pl_module, params)
+        self.events.append({"step": step, "optimizer": index, "policy": self.policy, "culprit": culprit})
+        where = f"step {step}" + (f" (optimizer {index})" if len(trainer.optimizers) > 1 else "")
+        if self.policy == "rollback" and index in self._snapshots and self.rollbacks < self.max_rollbacks:
+            self._rollback(trainer, optimizer, index, params, buffers)
+            rank_zero_warn(f"NonFiniteGuard: non-finite value in {culprit} at {where}; rolled back to the last "
+                           f"good weights and scaled the learning rate by {self.lr_factor} "
+                           f"(rollback {self.rollbacks} of at most {self.max_rollbacks})", category=SkippedStepWarning)
         elif self.policy == "skip":
             self.skipped += 1
+            self._consecutive[index] = self._consecutive.get(index, 0) + 1
+            rank_zero_warn(f"NonFiniteGuard: non-finite value in {culprit} at {where}; step skipped "
+                           f"({self.skipped} skipped so far)", category=SkippedStepWarning)
+            if self.max_consecutive_skips is not None and self._consecutive[index] >= self.max_consecutive_skips:
+                raise RuntimeError(f"NonFiniteGuard: {self._consecutive[index]} steps in a row had a non-finite "
+                                   f"loss or gradient (last at {where}, in {culprit}); training cannot recover "
+                                   "by skipping. Lower the learning rate, use policy='rollback', or raise "
+                                   "max_consecutive_skips")
         else:
             self.stopped = True
             trainer.should_stop = True
-            reason = ("no good snapshot to roll back to" if self.policy == "rollback" and self._snapshot is None
+            reason = ("no good snapshot to roll back to" if self.policy == "rollback" and index not in self._snapshots
                       else f"{self.rollbacks} rollbacks already" if self.policy == "rollback" else "policy 'stop'")
-            self.stop_message = (f"NonFiniteGuard stopped training at step {step}: non-finite value in {culprit} "
+            self.stop_message = (f"NonFiniteGuard stopped training at {where}: non-finite value in {culprit} "
                                  f"({reason})")
             rank_zero_warn(self.stop_message)
-        skip_optimizer_step(pl_module)
-        log_metrics(trainer, {"nonfinite_skipped": float(self.skipped), "nonfinite_rollbacks": float(self.rollbacks)})
+        skip_optimizer_step(optimizer)
+        log_metrics(pl_module, {"nonfinite_skipped": float(self.skipped),
+                                "nonfinite_rollbacks": float(self.rollbacks)}, every_step=True)
 
     @staticmethod
-    def _first_bad_parameter(module: nn.Module) -> str:
+    def _first_bad_parameter(module: nn.Module, params: list[nn.Parameter]) -> str:
+        ids = {id(p) for p in params}
         for name, param in module.named_parameters():
-            if param.grad is not None and not bool(torch.isfinite(param.grad).all()):
+            if id(param) in ids and param.grad is not None and not bool(torch.isfinite(param.grad).all()):
                 return f"the gradient of {name!r}"
         return "the gradients"
 
-    def _take_snapshot(self, module: nn.Module, optimizer: Optimizer, step: int) -> None:
-        self._snapshot = {"model": {k: v.detach().clone() for k, v in module.state_dict().items()},
-                          "optimizer": copy.deepcopy(optimizer.state_dict())}
-        self._snapshot_step = step
-
-    def _rollback(self, trainer: pl.Trainer, module: nn.Module, optimizer: Optimizer) -> None:
-        module.load_state_dict(self._snapshot["model"])
+    def _rollback(self, trainer: pl.Trainer, optimizer: Optimizer, index: int, params: list[nn.Parameter],
+                  buffers: dict[str, Tensor]) -> None:
+        snapshot = self._snapshots[index]
+        with torch.no_grad():
+            torch._foreach_copy_(params, snapshot["params"])
+            for name, value in snapshot["buffers"].items():
+                buffers[name].copy_(value)
         # the scheduler is not rolled back, so the groups keep their current learning rates (scaled)
         current = [{key: group[key] for key in ("lr", "initial_lr") if key in group}
                    for group in optimizer.param_groups]
         # a copy: load_state_dict may alias the tensors it is given, and the step would then edit the snapshot
-        optimizer.load_state_dict(copy.deepcopy(self._snapshot["optimizer"]))
+        optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
         for group, rates in zip(optimizer.param_groups, current):
             group.update({key: value * self.lr_factor for key, value in rates.items()})
         for config in trainer.lr_scheduler_configs:
             schedulers = [config.scheduler, *getattr(config.scheduler, "_schedulers", [])]
             for scheduler in schedulers:
+                if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+                    continue  # another optimizer's schedule
                 if hasattr(scheduler, "base_lrs"):
                     scheduler.base_lrs = [lr * self.lr_factor for lr in scheduler.base_lrs]
                 if hasattr(scheduler, "_last_lr"):
@@ -183,6 +245,16 @@ class LossSpikeGuard(pl.Callback):
     they inflate a mean and standard deviation. After ``max_consecutive`` skips in a row the next loss
     is accepted, so a lasting change of level (a new phase of training) is learned, not skipped forever.
     Non-finite losses are left to :class:`NonFiniteGuard`.
+
+    Never silent: each skip raises a :class:`SkippedStepWarning` (step, loss, threshold) and is logged through
+    ``LightningModule.log`` as ``spike_skipped`` (``trainer.callback_metrics``).
+
+    Several optimizers (a GAN, manual optimization): each optimizer has its own window, threshold
+    and run of skips (:attr:`windows`, keyed by its index in ``configure_optimizers``; ``losses``
+    is the first one's). The losses backpropagated since an optimizer's last step are judged
+    against *its* window when it steps, and a skip drops only its parameters' gradients. A
+    discriminator's spike cannot then freeze it, as one shared window of generator and
+    discriminator losses would.
 
     Under DDP the loss is averaged over ranks (``trainer.strategy.reduce``) before the test, so every
     rank keeps the same statistics and takes the same decision.
@@ -215,50 +287,80 @@ class LossSpikeGuard(pl.Callback):
         check_positive_int("max_consecutive", max_consecutive)
         self.window, self.k, self.min_history = window, float(k), min_history
         self.rel_floor, self.max_consecutive = float(rel_floor), max_consecutive
-        self.losses: list[float] = []
+        self.windows: dict[int, list[float]] = {0: []}
+        self.consecutive_by_optimizer: dict[int, int] = {}
         self.skipped = 0
-        self.consecutive = 0
         self.skipped_steps: list[int] = []
-        self._skip_pending = False
+        self._pending: list[float] = []
 
-    def threshold(self) -> float:
-        """The loss above which a step is skipped now (``inf`` until ``min_history`` losses are seen)."""
-        if len(self.losses) < self.min_history:
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(window=self.window, k=self.k, min_history=self.min_history)
+
+    @property
+    def losses(self) -> list[float]:
+        """The accepted losses of the first optimizer (the only one, in most modules)."""
+        return self.windows.setdefault(0, [])
+
+    @property
+    def consecutive(self) -> int:
+        return self.consecutive_by_optimizer.get(0, 0)
+
+    def threshold(self, optimizer_idx: int = 0) -> float:
+        """The loss above which a step of optimizer ``optimizer_idx`` is skipped now (``inf`` until
+        ``min_history`` losses are seen)."""
+        losses = self.windows.get(optimizer_idx, [])
+        if len(losses) < self.min_history:
             return math.inf
-        median = statistics.median(self.losses)
-        mad = statistics.median(abs(v - median) for v in self.losses)
+        median = statistics.median(losses)
+        mad = statistics.median(abs(v - median) for v in losses)
         return median + self.k * max(MAD_TO_STD * mad, self.rel_floor * abs(median))
+
+    def is_spike(self, value: float, optimizer_idx: int = 0) -> bool:
+        """Judge one finite loss of optimizer ``optimizer_idx`` and update its window: True for a spike
+        to skip (not added to the window), False for a loss accepted into it."""
+        window = self.windows.setdefault(optimizer_idx, [])
+        run = self.consecutive_by_optimizer.get(optimizer_idx, 0)
+        if value > self.threshold(optimizer_idx) and run < self.max_consecutive:
+            self.consecutive_by_optimizer[optimizer_idx] = run + 1
+            return True
+        self.consecutive_by_optimizer[optimizer_idx] = 0
+        window.append(value)
+        del window[:-self.window]
+        return False
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         value = loss.detach().float()
         if trainer.world_size > 1:
             value = trainer.strategy.reduce(value.to(trainer.strategy.root_device), reduce_op="mean")
         value = float(value)
-        if not math.isfinite(value):
-            return
-        if value > self.threshold() and self.consecutive < self.max_consecutive:
-            self._skip_pending = True
-            self.consecutive += 1
-            return
-        self.consecutive = 0
-        self.losses.append(value)
-        del self.losses[:-self.window]
+        if math.isfinite(value):
+            self._pending.append(value)
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Optimizer) -> None:
-        if not self._skip_pending:
+        pending, self._pending = self._pending, []
+        index = optimizer_index(trainer, optimizer)
+        spikes = [value for value in pending if self.is_spike(value, index)]
+        if not spikes:
             return
-        self._skip_pending = False
         self.skipped += 1
         self.skipped_steps.append(trainer.global_step)
-        skip_optimizer_step(pl_module)
-        log_metrics(trainer, {"spike_skipped": float(self.skipped)})
+        skip_optimizer_step(optimizer)
+        where = f"step {trainer.global_step}" + (f" (optimizer {index})" if len(trainer.optimizers) > 1 else "")
+        rank_zero_warn(f"LossSpikeGuard: loss {max(spikes):.4g} above the threshold {self.threshold(index):.4g} "
+                       f"at {where}; step skipped ({self.skipped} skipped so far)", category=SkippedStepWarning)
+        log_metrics(pl_module, {"spike_skipped": float(self.skipped)}, every_step=True)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"losses": list(self.losses), "skipped": self.skipped, "consecutive": self.consecutive,
+        return {"windows": {index: list(w) for index, w in self.windows.items()},
+                "consecutive_by_optimizer": dict(self.consecutive_by_optimizer), "skipped": self.skipped,
                 "skipped_steps": list(self.skipped_steps)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.losses = [float(v) for v in state_dict["losses"]]
-        self.skipped, self.consecutive = int(state_dict["skipped"]), int(state_dict["consecutive"])
+        windows = state_dict.get("windows", {0: state_dict.get("losses", [])})
+        self.windows = {int(index): [float(v) for v in w] for index, w in windows.items()}
+        runs = state_dict.get("consecutive_by_optimizer", {0: state_dict.get("consecutive", 0)})
+        self.consecutive_by_optimizer = {int(index): int(n) for index, n in runs.items()}
+        self.skipped = int(state_dict["skipped"])
         self.skipped_steps = list(state_dict["skipped_steps"])

@@ -6,14 +6,18 @@ import contextlib
 import functools
 import logging
 import math
+import random
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-from pytorch_lightning.tuner import Tuner
+import torch
 
+from toolkit._lightning import is_datamodule, is_lightning_module, namespace_of, submodule
 from toolkit.stability._checks import check_positive_float, check_positive_int
 
 __all__ = ["LRRangeResult", "divergence_lr", "lr_range_test", "plot_lr_range"]
@@ -43,11 +47,10 @@ def divergence_lr(lrs: Sequence[float], losses: Sequence[float], threshold: floa
 
 
 @contextlib.contextmanager
-def _quiet_finder() -> Iterator[None]:
+def _quiet_finder(namespace: Any = pl) -> Iterator[None]:
     """Hide lr_find's own progress bar (a tqdm on stderr it always opens) and its information lines."""
-    from pytorch_lightning.tuner import lr_finder
-
-    log = logging.getLogger("pytorch_lightning")
+    lr_finder = submodule(namespace, "tuner.lr_finder")
+    log = logging.getLogger(namespace.__name__)
     level, bar = log.level, lr_finder.tqdm
     log.setLevel(logging.WARNING)
     lr_finder.tqdm = functools.partial(bar, disable=True)
@@ -69,9 +72,9 @@ class LRRangeResult:
     early_stop_threshold: float
 
 
-def lr_range_test(model: pl.LightningModule, data: pl.LightningDataModule, *, min_lr: float = 1e-5,
+def lr_range_test(model: pl.LightningModule, data: Any, *, min_lr: float = 1e-5,
                   max_lr: float = 10.0, num_training: int = 100, early_stop_threshold: float = 4.0,
-                  seed: int = 0, accelerator: str = "cpu") -> LRRangeResult:
+                  seed: int = 0, accelerator: str = "auto") -> LRRangeResult:
     """Run the LR range test (Smith, 2017) on ``model``: ``num_training`` steps with the learning rate
     growing exponentially from ``min_lr`` to ``max_lr``, stopping once the smoothed loss exceeds
     ``early_stop_threshold`` times its best value.
@@ -81,17 +84,22 @@ def lr_range_test(model: pl.LightningModule, data: pl.LightningDataModule, *, mi
     curve as a DataFrame with the divergence threshold read off it by :func:`divergence_lr`.
 
     Args:
-        model: a LightningModule whose optimizer reads ``hparams.lr`` (e.g. ``ClassifierModule``).
-        data: its DataModule.
+        model: a LightningModule (``pytorch_lightning`` or ``lightning.pytorch``) whose optimizer reads
+            ``hparams.lr`` (e.g. ``ClassifierModule``).
+        data: its DataModule, or a training DataLoader (any iterable of batches).
         min_lr, max_lr: the range, ``0 < min_lr < max_lr``.
         num_training: steps, ``>= 2`` (may span several epochs).
         early_stop_threshold: ``> 1``.
-        seed: seeds the batch order.
+        seed: seeds the batch order; the caller's global random state (Python, NumPy, torch) is
+            restored afterwards.
+        accelerator: as for ``Trainer`` ("auto" uses a GPU when there is one).
     """
-    if not isinstance(model, pl.LightningModule):
-        raise TypeError(f"model must be a LightningModule, got {type(model).__name__}")
-    if not isinstance(data, pl.LightningDataModule):
-        raise TypeError(f"data must be a LightningDataModule, got {type(data).__name__}")
+    if not is_lightning_module(model):
+        raise TypeError(f"model must be a LightningModule (pytorch_lightning or lightning.pytorch), "
+                        f"got {type(model).__name__}")
+    if not is_datamodule(data) and not hasattr(data, "__iter__"):
+        raise TypeError(f"data must be a LightningDataModule or a DataLoader of training batches, "
+                        f"got {type(data).__name__}")
     check_positive_float("min_lr", min_lr)
     check_positive_float("max_lr", max_lr)
     if min_lr >= max_lr:
@@ -104,14 +112,22 @@ def lr_range_test(model: pl.LightningModule, data: pl.LightningDataModule, *, mi
         raise ValueError(f"early_stop_threshold must be a number > 1, got {early_stop_threshold!r}")
     from toolkit.training import quiet_lightning
 
-    with quiet_lightning(), _quiet_finder(), tempfile.TemporaryDirectory() as root:
-        pl.seed_everything(seed, workers=True, verbose=False)
-        trainer = pl.Trainer(accelerator=accelerator, devices=1, default_root_dir=root, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             limit_val_batches=0, max_steps=num_training)
-        finder = Tuner(trainer).lr_find(model, datamodule=data, min_lr=min_lr, max_lr=max_lr,
-                                        num_training=num_training, early_stop_threshold=early_stop_threshold,
-                                        update_attr=False)
+    lightning = namespace_of(model)
+    loaders = {"datamodule": data} if is_datamodule(data) else {"train_dataloaders": data}
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        with quiet_lightning(), _quiet_finder(lightning), tempfile.TemporaryDirectory() as root:
+            pl.seed_everything(seed, workers=True, verbose=False)
+            trainer = lightning.Trainer(accelerator=accelerator, devices=1, default_root_dir=root, logger=False,
+                                        enable_checkpointing=False, enable_progress_bar=False,
+                                        enable_model_summary=False, limit_val_batches=0, max_steps=num_training)
+            finder = submodule(lightning, "tuner").Tuner(trainer).lr_find(
+                model, **loaders, min_lr=min_lr, max_lr=max_lr, num_training=num_training,
+                early_stop_threshold=early_stop_threshold, update_attr=False)
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
     frame = pd.DataFrame({"lr": finder.results["lr"], "loss": finder.results["loss"]})
     suggestion = finder.suggestion() if len(frame) > 12 else None
     return LRRangeResult(frame=frame, suggestion=suggestion,

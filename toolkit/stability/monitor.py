@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.optim import Optimizer
 
-from toolkit.stability._checks import check_positive_int, global_norm, log_metrics
+from toolkit.stability._checks import check_positive_int, global_norm, log_metrics, optimizer_index, optimizer_params
 
 __all__ = ["GradientNormMonitor"]
 
@@ -19,22 +19,31 @@ class GradientNormMonitor(pl.Callback):
 
     Norms are read in ``on_before_optimizer_step``: after backward (and AMP unscaling), before
     Lightning's ``gradient_clip_val`` and before any callback listed after this one (put it first to
-    see the raw, un-clipped gradients). The global norm is logged as ``grad_norm`` and kept in
-    :attr:`history`; per-parameter norms are kept in :attr:`layer_history`, which
-    :meth:`layer_frame` turns into a long table ready for a heatmap (step x parameter).
+    see the raw, un-clipped gradients). The global norm is logged as ``grad_norm`` through
+    ``LightningModule.log`` every ``log_every_n_steps`` steps and at each epoch's last step (so
+    ``trainer.callback_metrics``, ``EarlyStopping(monitor="grad_norm")`` and
+    ``ModelCheckpoint(monitor=...)`` see it) and kept, every step, in :attr:`history`; per-parameter norms are
+    kept in :attr:`layer_history`, which :meth:`layer_frame` turns into a long table ready for a
+    heatmap (step x parameter).
+
+    Several optimizers (a GAN's generator and discriminator, manual optimization): each step's norm
+    is over the parameters of the optimizer being stepped only, kept per optimizer in
+    :attr:`histories` (``history`` is the first optimizer's) and logged as ``grad_norm`` for the
+    first optimizer and ``grad_norm_optimizer{i}`` for the ``i``-th (the order of
+    ``configure_optimizers``).
 
     How it differs from Lightning: ``LightningModule.log_grad_norm``/``grad_norm`` (utilities) log
     every parameter at every call and keep nothing; ``LearningRateMonitor`` logs learning rates, not
     gradients. This monitor is cheap by default (one fused norm per step) and keeps a history.
 
     Under DDP the gradients are already all-reduced when the hook runs, so every rank computes the
-    same norms; only rank zero logs (to the Trainer's loggers, every ``log_every_n_steps`` steps).
+    same norms.
 
     Args:
         layer_every_n_steps: interval of the per-parameter norms, ``>= 1``.
         weights_only: per-parameter norms for tensors with ``ndim > 1`` only (weights, not biases
             and norm scales), which keeps heatmaps readable.
-        log: send ``grad_norm`` to the Trainer's logger (the history is kept either way).
+        log: log ``grad_norm`` through ``LightningModule.log`` (the history is kept either way).
 
     Example:
         >>> monitor = GradientNormMonitor(layer_every_n_steps=10)
@@ -49,30 +58,48 @@ class GradientNormMonitor(pl.Callback):
         self.layer_every_n_steps = layer_every_n_steps
         self.weights_only = bool(weights_only)
         self.log = bool(log)
-        self.history: list[tuple[int, float]] = []
+        self.histories: dict[int, list[tuple[int, float]]] = {0: []}
         self.layer_history: list[tuple[int, dict[str, float]]] = []
-        self._named: list[tuple[str, torch.nn.Parameter]] = []
+        self._named: dict[int, list[tuple[str, torch.nn.Parameter]]] = {}
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layer_every_n_steps=self.layer_every_n_steps, weights_only=self.weights_only)
+
+    @property
+    def history(self) -> list[tuple[int, float]]:
+        """``(step, grad_norm)`` of the first optimizer (the only one, in most modules)."""
+        return self.histories.setdefault(0, [])
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._named = list(pl_module.named_parameters())  # walking the module tree every step is slow
+        self._named = {}
+        self._module_params = list(pl_module.named_parameters())
+
+    def _named_of(self, index: int, optimizer: Optimizer) -> list[tuple[str, torch.nn.Parameter]]:
+        if index not in self._named:  # walking the module tree every step is slow: once per optimizer
+            owned = {id(p) for p in optimizer_params(optimizer)}
+            self._named[index] = [(name, p) for name, p in self._module_params if id(p) in owned]
+        return self._named[index]
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Optimizer) -> None:
         step = trainer.global_step
-        named = [(name, p) for name, p in (self._named or pl_module.named_parameters()) if p.grad is not None]
+        index = optimizer_index(trainer, optimizer)
+        named = [(name, p) for name, p in self._named_of(index, optimizer) if p.grad is not None]
         with torch.no_grad():
             norm = global_norm([p.grad for _, p in named])
-            self.history.append((step, float(norm)))
+            self.histories.setdefault(index, []).append((step, float(norm)))
             if step % self.layer_every_n_steps == 0:
                 chosen = [(name, p.grad) for name, p in named if p.ndim > 1 or not self.weights_only]
                 norms = torch._foreach_norm([g for _, g in chosen]) if chosen else []
                 self.layer_history.append((step, {name: float(n) for (name, _), n in zip(chosen, norms)}))
         if self.log:
-            log_metrics(trainer, {"grad_norm": self.history[-1][1]})
+            log_metrics(pl_module, {"grad_norm" if index == 0 else f"grad_norm_optimizer{index}": norm})
 
     def frame(self) -> pd.DataFrame:
-        """The global norm per step: columns ``step``, ``grad_norm``."""
-        return pd.DataFrame(self.history, columns=["step", "grad_norm"])
+        """The global norm per step: columns ``step``, ``grad_norm``, ``optimizer`` (its index)."""
+        rows = [(step, norm, index) for index, history in sorted(self.histories.items()) for step, norm in history]
+        return pd.DataFrame(rows, columns=["step", "grad_norm", "optimizer"])
 
     def layer_frame(self) -> pd.DataFrame:
         """Per-parameter norms: columns ``step``, ``parameter``, ``depth`` (order in the model), ``grad_norm``."""
@@ -81,8 +108,10 @@ class GradientNormMonitor(pl.Callback):
         return pd.DataFrame(rows, columns=["step", "parameter", "depth", "grad_norm"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history), "layer_history": list(self.layer_history)}
+        return {"histories": {index: list(h) for index, h in self.histories.items()},
+                "layer_history": list(self.layer_history)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = [tuple(item) for item in state_dict["history"]]
+        histories = state_dict.get("histories", {0: state_dict.get("history", [])})
+        self.histories = {int(index): [tuple(item) for item in h] for index, h in histories.items()}
         self.layer_history = [(step, dict(norms)) for step, norms in state_dict["layer_history"]]

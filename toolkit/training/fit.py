@@ -22,9 +22,9 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.plugins.io import CheckpointIO
 
-from toolkit.training.resume import ExactResume
-
+from toolkit._lightning import is_callback, is_datamodule, is_lightning_module, namespace_of, submodule
 from toolkit.training.parallel import fit_seeds_in_parallel, resolve_n_jobs, result_from_worker
+from toolkit.training.resume import ExactResume
 
 __all__ = ["FitResult", "evaluate", "fit", "predict_logits", "quiet_lightning", "read_history", "run_seeds",
            "silence_lightning", "summarize"]
@@ -111,14 +111,16 @@ def read_history(log_dir: str | Path) -> pd.DataFrame:
     return frame.dropna(axis=1, how="all")
 
 
-def _build(spec: Any, kind: type, name: str) -> Any:
-    if isinstance(spec, torch.nn.Module) and not isinstance(spec, kind):
-        raise TypeError(f"{name} must be a {kind.__name__} or a zero-argument factory of one, got the "
+def _build(spec: Any, kind: str, name: str) -> Any:
+    """``spec`` or what its factory returns, a LightningModule/LightningDataModule of either namespace."""
+    check = is_lightning_module if kind == "LightningModule" else is_datamodule
+    if isinstance(spec, torch.nn.Module) and not check(spec):
+        raise TypeError(f"{name} must be a {kind} or a zero-argument factory of one, got the "
                         f"nn.Module {type(spec).__name__}: wrap it, e.g. ClassifierModule(backbone, num_classes)")
-    obj = spec() if callable(spec) and not isinstance(spec, kind) else spec
-    if not isinstance(obj, kind):
-        raise TypeError(f"{name} must be a {kind.__name__} or a zero-argument factory of one, "
-                        f"got {type(obj).__name__}")
+    obj = spec() if callable(spec) and not check(spec) else spec
+    if not check(obj):
+        raise TypeError(f"{name} must be a {kind} (pytorch_lightning or lightning.pytorch) or a zero-argument "
+                        f"factory of one, got {type(obj).__name__}")
     return obj
 
 
@@ -161,8 +163,9 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     for i, callback in enumerate(callbacks):
-        if not isinstance(callback, pl.Callback):
-            raise TypeError(f"callbacks[{i}] must be a pytorch_lightning.Callback, got {type(callback).__name__}")
+        if not is_callback(callback):
+            raise TypeError(f"callbacks[{i}] must be a Lightning Callback (pytorch_lightning or lightning.pytorch), "
+                            f"got {type(callback).__name__}")
     if not isinstance(name, str) or not name:
         raise (TypeError if not isinstance(name, str) else ValueError)(
             f"name must be a non-empty string (the run's folder), got {name!r}")
@@ -178,8 +181,9 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
         version, resume_from = _last_run(runs_dir / name, seed)
     plugins = trainer_kwargs.pop("plugins", None) or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    from toolkit.security.checkpoints import Sha256CheckpointIO  # security imports training: import late
+
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-        from toolkit.security.checkpoints import Sha256CheckpointIO  # security imports training: import late
         plugins.append(Sha256CheckpointIO())
     callbacks = list(callbacks)
     if not any(isinstance(callback, ExactResume) for callback in callbacks):
@@ -187,12 +191,17 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     with quiet_lightning():
         warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
         pl.seed_everything(seed, workers=True, verbose=False)
-        module = _build(model, pl.LightningModule, "model")
-        datamodule = _build(data, pl.LightningDataModule, "data")
+        module = _build(model, "LightningModule", "model")
+        datamodule = _build(data, "LightningDataModule", "data")
+        lightning = namespace_of(module, datamodule)  # a lightning.pytorch module gets a lightning.pytorch Trainer
+        if lightning is not pl:  # the checksum plugin and ExactResume are pytorch_lightning classes
+            plugins = [p for p in plugins if not isinstance(p, Sha256CheckpointIO)]
+            callbacks = [c for c in callbacks if not isinstance(c, ExactResume)]
         # rows reach the file as they are logged, so a run killed with SIGKILL keeps its history
-        logger = (CSVLogger if version is None else _ResumedCSVLogger)(
-            save_dir=runs_dir, name=name, version=version, flush_logs_every_n_steps=1)
-        trainer = pl.Trainer(
+        resumed = version is not None and lightning is pl
+        logger_cls = _ResumedCSVLogger if resumed else submodule(lightning, "loggers").CSVLogger
+        logger = logger_cls(save_dir=runs_dir, name=name, version=version, flush_logs_every_n_steps=1)
+        trainer = lightning.Trainer(
             max_epochs=max_epochs, accelerator=accelerator, devices=devices, deterministic=deterministic,
             logger=logger, callbacks=callbacks, plugins=plugins,
             log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
@@ -261,8 +270,8 @@ def _last_run(run_root: Path, seed: int) -> tuple[int | None, Path | None]:
     return version, (checkpoints[-1] if checkpoints else None)
 
 
-def _eval_trainer(accelerator: str) -> pl.Trainer:
-    return pl.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
+def _eval_trainer(accelerator: str, module: Any = None) -> pl.Trainer:
+    return namespace_of(module).Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                       enable_model_summary=False, enable_checkpointing=False)
 
 
@@ -284,7 +293,7 @@ def evaluate(module: pl.LightningModule, loader: Any, accelerator: str = "auto")
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
     _check_loader(loader)
     with quiet_lightning():
-        results = _eval_trainer(accelerator).test(module, loader, verbose=False)
+        results = _eval_trainer(accelerator, module).test(module, loader, verbose=False)
     return {k: float(v) for k, v in results[0].items()}
 
 
@@ -294,7 +303,7 @@ def predict_logits(module: pl.LightningModule, loader: Any, accelerator: str = "
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
     _check_loader(loader)
     with quiet_lightning():
-        outputs = _eval_trainer(accelerator).predict(module, loader)
+        outputs = _eval_trainer(accelerator, module).predict(module, loader)
     return torch.cat([o.detach().cpu() for o in outputs])
 
 
