@@ -120,7 +120,7 @@ def test_profilers_and_low_precision_accept_output_objects():
 def test_gate_and_registry_take_the_0d_tensors_of_callback_metrics(tmp_path):
     from toolkit.monitoring import GateRule, ModelRegistry, regression_gate
 
-    rules = [GateRule("acc", "higher", 0.01)]
+    rules = [GateRule("acc", higher_is_better=True, tolerance=0.01)]
     as_tensors = regression_gate({"acc": torch.tensor(0.95)}, {"acc": torch.tensor(0.94)}, rules)
     assert as_tensors.passed == regression_gate({"acc": 0.95}, {"acc": 0.94}, rules).passed
     registry = ModelRegistry(tmp_path)

@@ -12,7 +12,7 @@ from typing import Any
 _SUBMODULE = {
     "ATTACKS": "adversarial", "AdversarialClassifierModule": "adversarial", "RobustAccuracyCallback": "adversarial",
     "ChecksumMismatchError": "checkpoints", "UnsafeCheckpointError": "checkpoints", "safe_load": "checkpoints",
-    "sha256_file": "checkpoints", "CorruptCheckpointError": "checkpoints", "Sha256CheckpointIO": "checkpoints",
+    "sha256_file": "checkpoints", "CorruptCheckpointError": "checkpoints", "Sha256CheckpointIO": "checkpoint_io",
     "verify_sidecar": "checkpoints", "write_sidecar": "checkpoints",
     "NORMS": "evasion", "fgsm": "evasion", "pgd": "evasion", "robust_accuracy": "evasion",
     "POISONS": "poisoning", "PoisonedDataModule": "poisoning", "add_trigger": "poisoning",

@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-__all__ = ["ChecksumMismatchError", "CorruptCheckpointError", "Sha256CheckpointIO", "UnsafeCheckpointError",
+__all__ = ["ChecksumMismatchError", "CorruptCheckpointError", "UnsafeCheckpointError",
            "safe_load", "sha256_file", "verify_sidecar", "write_sidecar"]
 
 SIDECAR_SUFFIX = ".sha256"
@@ -189,40 +188,3 @@ def safe_load(path: str | Path, expected_sha256: str | None = None, map_location
     else:
         verify_sidecar(path)
     return load_checkpoint_file(path, lambda p: torch.load(p, map_location=map_location, weights_only=True))
-
-
-class Sha256CheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer/reader that keeps a SHA-256 beside every checkpoint and checks it.
-
-    Pass it to a Trainer (``pl.Trainer(plugins=[Sha256CheckpointIO()])``; :func:`toolkit.training.fit`
-    does): every file that Lightning's ``ModelCheckpoint`` (or ``trainer.save_checkpoint``) writes gets
-    ``<file>.sha256``; resuming (``trainer.fit(ckpt_path=...)``) verifies it first and refuses a
-    mismatch with :class:`ChecksumMismatchError`, and a file that is not a checkpoint with
-    :class:`CorruptCheckpointError`. Removing a checkpoint (``save_top_k``) removes its digest too.
-
-    Args:
-        require_sha256: refuse a checkpoint that has no ``.sha256`` beside it (default: load it
-            unverified, e.g. one written by another tool).
-    """
-
-    def __init__(self, require_sha256: bool = False) -> None:
-        if not isinstance(require_sha256, bool):
-            raise TypeError(f"require_sha256 must be a bool, got {type(require_sha256).__name__}")
-        super().__init__()
-        self.require_sha256 = require_sha256
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        super().save_checkpoint(checkpoint, path, storage_options=storage_options)
-        write_sidecar(path)
-
-    def load_checkpoint(self, path: Any, map_location: Any | None = None, **kwargs: Any) -> dict[str, Any]:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {str(path)!r} is not a file")
-        verify_sidecar(path, required=self.require_sha256)
-        return load_checkpoint_file(
-            path, lambda p: super(Sha256CheckpointIO, self).load_checkpoint(p, map_location=map_location, **kwargs))
-
-    def remove_checkpoint(self, path: Any) -> None:
-        super().remove_checkpoint(path)
-        sidecar_path(path).unlink(missing_ok=True)

@@ -72,7 +72,9 @@ def _check_attack_args(model: Any, inputs: Any, targets: Any, epsilon: Any, norm
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(inputs, Tensor) or not inputs.is_floating_point():
         raise TypeError(f"inputs must be a floating-point tensor, got {type(inputs).__name__}")
-    if not isinstance(targets, Tensor) or targets.shape[:1] != inputs.shape[:1] or (
+    if isinstance(targets, Tensor) and targets.shape[:1] != inputs.shape[:1]:
+        raise ValueError(f"targets must have {len(inputs)} rows like inputs, got shape {tuple(targets.shape)}")
+    if not isinstance(targets, Tensor) or (
             loss_fn is None and (targets.is_floating_point() or targets.dtype == torch.bool or targets.ndim != 1)):
         raise TypeError(f"targets must be an integer tensor of shape ({len(inputs)},) (or any tensor of {len(inputs)} "
                         "rows with your own loss_fn, e.g. float regression targets and mse_loss), got "

@@ -181,7 +181,7 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
         version, resume_from = _last_run(runs_dir / name, seed)
     plugins = trainer_kwargs.pop("plugins", None) or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
-    from toolkit.security.checkpoints import Sha256CheckpointIO  # security imports training: import late
+    from toolkit.security.checkpoint_io import Sha256CheckpointIO  # security imports training: import late
 
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         plugins.append(Sha256CheckpointIO())
