@@ -83,6 +83,8 @@ def _value(side: str, metrics: Mapping[str, Any], metric: str) -> float:
     if metric not in metrics:
         raise ValueError(f"{side} has no metric {metric!r}; it has {sorted(metrics)}")
     value = metrics[metric]
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d tensor (trainer.callback_metrics)
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{side}[{metric!r}] must be a finite number, got {value!r}")
     return float(value)
@@ -93,8 +95,8 @@ def regression_gate(candidate: Mapping[str, float], production: Mapping[str, flo
     """Compare a candidate's metrics with production's, rule by rule.
 
     Args:
-        candidate, production: metric name to value (a dict, or a pandas Series such as a row of
-            the report card); every rule's metric must be in both.
+        candidate, production: metric name to value (a dict, ``trainer.callback_metrics`` with 0-d
+            tensors, or a pandas Series such as a row of the report card); every rule's metric must be in both.
         rules: the :class:`GateRule` list (default ``DEFAULT_RULES``: accuracy, ECE, robust accuracy,
             latency).
 
