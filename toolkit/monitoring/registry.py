@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ __all__ = ["ModelRegistry"]
 
 MANIFEST = "manifest.json"
 _CHUNK_BYTES = 1 << 20
-_VERSION_FILE = re.compile(r"^v\d+\.(pt|onnx|pt2)$")
+_VERSION_FILE = re.compile(r"^v\d+\.(pt|onnx|pt2|reference\.npz)$")
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -159,7 +160,8 @@ class ModelRegistry:
     # ---- actions ---------------------------------------------------------------------------------
     def register(self, model: nn.Module, metrics: Mapping[str, Any] | None = None, note: str = "",
                  example_input: torch.Tensor | None = None, class_names: Sequence[str] | None = None,
-                 normalization: Mapping[str, float] | None = None, temperature: float | None = None) -> str:
+                 normalization: Mapping[str, float] | None = None, temperature: float | None = None,
+                 reference_inputs: torch.Tensor | None = None) -> str:
         """Save ``model`` as a new version; return its name ("v1", "v2", ...).
 
         Args:
@@ -174,14 +176,19 @@ class ModelRegistry:
                 ``(x - m) / s`` (e.g. a DataModule's ``mean``/``std``); default none (inputs as the model takes them).
             temperature: a fitted temperature (``> 0``) to export with the model (``logits / T``); leave
                 it None when the model's forward already applies one (it is then detected and recorded).
+            reference_inputs: model inputs ``(M, ...)`` (normalized, e.g. the validation split) that the
+                server's live drift detectors compare served inputs with; saved with the model's
+                probabilities on them as ``vK.reference.npz``.
         """
         from toolkit.deploy.export import PARITY_ATOL, with_temperature
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         metrics = _check_metrics(metrics)
-        if example_input is None and (class_names is not None or normalization is not None or temperature is not None):
-            raise ValueError("class_names, normalization and temperature describe the served model: pass "
+        if example_input is None and (class_names is not None or normalization is not None
+                                      or temperature is not None or reference_inputs is not None):
+            raise ValueError("class_names, normalization, temperature and reference_inputs describe the served "
+                             "model: pass "
                              "example_input= too, so the version is exported for serving")
         if temperature is not None:
             with_temperature(model, temperature)  # validates the temperature
@@ -200,7 +207,8 @@ class ModelRegistry:
         serving = None
         if example_input is not None:
             served = model if temperature is None else with_temperature(model, temperature)
-            serving = self._serving_entry(served, version, example_input, class_names, normalization, PARITY_ATOL)
+            serving = self._serving_entry(served, version, example_input, class_names, normalization, PARITY_ATOL,
+                                          reference_inputs)
         _atomic_write(path, lambda tmp: torch.save(state, tmp))
         entry["sha256"] = _sha256_file(path)
         if serving is not None:
@@ -211,7 +219,7 @@ class ModelRegistry:
         return version
 
     def _serving_entry(self, model: nn.Module, version: str, example_input: Any, class_names: Any,
-                       normalization: Any, atol: float) -> dict[str, Any]:
+                       normalization: Any, atol: float, reference_inputs: Any = None) -> dict[str, Any]:
         """Export ``model`` (ONNX and torch.export, atomically) and describe how to serve it."""
         from toolkit.deploy.export import (OnnxRunner, _check_example, check_parity, export_onnx, export_program,
                                            temperature_of)
@@ -239,7 +247,26 @@ class ModelRegistry:
             if not math.isfinite(mean) or not math.isfinite(std) or std <= 0:
                 raise ValueError(f"normalization needs a finite mean and a finite std > 0, got {normalization!r}")
             normalization = {"mean": mean, "std": std}
+        reference = None
+        if reference_inputs is not None:
+            reference = _check_example(reference_inputs)
+            if reference.shape[1:] != example.shape[1:]:
+                raise ValueError(f"reference_inputs must have the input shape {list(example.shape[1:])}, got "
+                                 f"{list(reference.shape[1:])}")
         files = {}
+        if reference is not None:
+            model.eval()
+            with torch.no_grad():
+                probs = model(reference).softmax(1)
+            model.train(was_training)
+            target = self.root / f"{version}.reference.npz"
+
+            def write_reference(tmp: Path) -> None:
+                with tmp.open("wb") as handle:
+                    np.savez(handle, inputs=reference.numpy(), probs=probs.double().numpy())
+
+            _atomic_write(target, write_reference)
+            files["reference"] = {"file": target.name, "sha256": _sha256_file(target)}
         for kind, suffix, export in (("onnx", "onnx", export_onnx), ("program", "pt2", export_program)):
             target = self.root / f"{version}.{suffix}"
             _atomic_write(target, lambda tmp, export=export: export(model, example, tmp))
