@@ -25,6 +25,7 @@ CLASSES = ["cat", "dog", "owl"]
 TEMPERATURE = 1.5
 NORMALIZATION = {"mean": 0.5, "std": 2.0}
 PROB_ATOL = 1e-5
+CANARY_SHARE = 0.5
 
 
 def _net(seed: int) -> nn.Module:
@@ -63,6 +64,25 @@ def registry(base_registry, tmp_path):
     root = tmp_path / "registry"
     shutil.copytree(base_registry, root)
     return root
+
+
+@pytest.fixture(scope="module")
+def served(base_registry, tmp_path_factory):
+    """One server (ONNX Runtime, batching on) for the contract and the promotion tests, in file order."""
+    root = tmp_path_factory.mktemp("served") / "registry"
+    shutil.copytree(base_registry, root)
+    with running_server(root, "--max-inputs", "8", log_dir=root.parent) as server:
+        yield server, root
+
+
+@pytest.fixture(scope="module")
+def rollouts(base_registry, tmp_path_factory):
+    """One server with a shadow (v2) and a canary (v3, half the traffic), PyTorch back end, no batching."""
+    root = tmp_path_factory.mktemp("rollouts") / "registry"
+    shutil.copytree(base_registry, root)
+    with running_server(root, "--shadow", "v2", "--canary", "v3", "--canary-share", str(CANARY_SHARE),
+                        "--max-inputs", "20", "--backend", "torch", "--no-batching", log_dir=root.parent) as server:
+        yield server, root
 
 
 def _expected_probs(models, version: str, raw: np.ndarray) -> np.ndarray:
@@ -106,73 +126,73 @@ BAD_REQUESTS = [
 ]
 
 
-def test_predict_contract_errors_health_and_metrics(registry, models, tmp_path):
-    with running_server(registry, "--max-inputs", "8", log_dir=tmp_path) as server:
-        status, health = server.get("/health")
-        assert status == 200 and health["status"] == "ok" and health["version"] == "v1"
+def test_predict_contract_errors_health_and_metrics(served, models):
+    server, _ = served
+    status, health = server.get("/health")
+    assert status == 200 and health["status"] == "ok" and health["version"] == "v1"
 
-        raw = _inputs(5)
-        status, body = server.predict({"inputs": raw.tolist(), "request_id": "r-1"})
-        assert status == 200, body
-        assert set(body) >= {"probs", "labels", "confidence", "model_version"} and body["model_version"] == "v1"
-        expected = _expected_probs(models, "v1", raw)
-        np.testing.assert_allclose(body["probs"], expected, atol=PROB_ATOL)
-        assert body["labels"] == [CLASSES[k] for k in expected.argmax(1)]
-        np.testing.assert_allclose(body["confidence"], expected.max(1), atol=PROB_ATOL)
+    raw = _inputs(5)
+    status, body = server.predict({"inputs": raw.tolist(), "request_id": "r-1"})
+    assert status == 200, body
+    assert set(body) >= {"probs", "labels", "confidence", "model_version"} and body["model_version"] == "v1"
+    expected = _expected_probs(models, "v1", raw)
+    np.testing.assert_allclose(body["probs"], expected, atol=PROB_ATOL)
+    assert body["labels"] == [CLASSES[k] for k in expected.argmax(1)]
+    np.testing.assert_allclose(body["confidence"], expected.max(1), atol=PROB_ATOL)
 
-        for what, bad, named in BAD_REQUESTS:
-            status, answer = server.predict(bad)
-            assert 400 <= status < 500, (what, status, answer)
-            assert named in answer["detail"], (what, answer)
-        for what, raw_body, named in [("malformed JSON", b'{"inputs": [[[0.0, 1', "malformed JSON"),
-                                      ("NaN", b'{"inputs": [[[NaN, 0, 0, 0, 0, 0, 0, 0]]]}', "NaN"),
-                                      ("Infinity", b'{"inputs": [[[Infinity, 0, 0, 0, 0, 0, 0, 0]]]}', "infinite"),
-                                      ("no body", b"", "required")]:
-            status, answer = server.predict(None, raw=raw_body)
-            assert 400 <= status < 500, (what, status, answer)
-            assert named in answer["detail"], (what, answer)
-        status, body = server.predict({"inputs": raw.tolist()})  # still serving
-        assert status == 200 and body["model_version"] == "v1"
+    for what, bad, named in BAD_REQUESTS:
+        status, answer = server.predict(bad)
+        assert 400 <= status < 500, (what, status, answer)
+        assert named in answer["detail"], (what, answer)
+    for what, raw_body, named in [("malformed JSON", b'{"inputs": [[[0.0, 1', "malformed JSON"),
+                                  ("NaN", b'{"inputs": [[[NaN, 0, 0, 0, 0, 0, 0, 0]]]}', "NaN"),
+                                  ("Infinity", b'{"inputs": [[[Infinity, 0, 0, 0, 0, 0, 0, 0]]]}', "infinite"),
+                                  ("no body", b"", "required")]:
+        status, answer = server.predict(None, raw=raw_body)
+        assert 400 <= status < 500, (what, status, answer)
+        assert named in answer["detail"], (what, answer)
+    status, body = server.predict({"inputs": raw.tolist()})  # still serving
+    assert status == 200 and body["model_version"] == "v1"
 
-        # enough traffic to fill the drift window (200 inputs), then the gauges appear
-        for seed in range(30):
-            assert server.predict({"inputs": _inputs(8, seed).tolist()})[0] == 200
-        metrics = server.wait_until(lambda: (lambda t: t if "toolkit_drift" in t else None)(server.get("/metrics")[1]),
-                                    what="drift gauges on /metrics")
-        assert _metric(metrics, "toolkit_http_errors_total")  # the refused requests are counted
-        assert not any('status="500"' in k for k in _metric(metrics, "toolkit_http_requests_total"))
-        assert _metric(metrics, "toolkit_http_request_duration_seconds_count")['{path="/predict"}'] >= 30
-        assert _metric(metrics, "toolkit_predictions_total")['{role="production",version="v1"}'] == 5 + 5 + 240
-        assert _metric(metrics, "toolkit_version_requests_total")['{version="v1"}'] == 32
-        p_values = _metric(metrics, "toolkit_drift")
-        assert 0 <= p_values['{detector="input_ks",quantity="p_value"}'] <= 1
+    # enough traffic to fill the drift window (200 inputs), then the gauges appear
+    for seed in range(30):
+        assert server.predict({"inputs": _inputs(8, seed).tolist()})[0] == 200
+    metrics = server.wait_until(lambda: (lambda t: t if "toolkit_drift" in t else None)(server.get("/metrics")[1]),
+                                what="drift gauges on /metrics")
+    assert _metric(metrics, "toolkit_http_errors_total")  # the refused requests are counted
+    assert not any('status="500"' in k for k in _metric(metrics, "toolkit_http_requests_total"))
+    assert _metric(metrics, "toolkit_http_request_duration_seconds_count")['{path="/predict"}'] >= 30
+    assert _metric(metrics, "toolkit_predictions_total")['{role="production",version="v1"}'] == 5 + 5 + 240
+    assert _metric(metrics, "toolkit_version_requests_total")['{version="v1"}'] == 32
+    p_values = _metric(metrics, "toolkit_drift")
+    assert 0 <= p_values['{detector="input_ks",quantity="p_value"}'] <= 1
 
 
-def test_promote_and_rollback_reach_the_running_server_atomically(registry, models, tmp_path):
+def test_promote_and_rollback_reach_the_running_server_atomically(served, models):
+    server, registry = served
     raw = _inputs(4)
     expected = {v: _expected_probs(models, v, raw) for v in ("v1", "v2")}
-    with running_server(registry, log_dir=tmp_path) as server:
-        answers, stop = [], time.monotonic() + 600
+    answers, stop = [], time.monotonic() + 600
 
-        def client() -> None:  # traffic flows during the swaps
-            while time.monotonic() < stop:
-                answers.append(server.predict({"inputs": raw.tolist()}))
+    def client() -> None:  # traffic flows during the swaps
+        while time.monotonic() < stop:
+            answers.append(server.predict({"inputs": raw.tolist()}))
 
-        with ThreadPoolExecutor(2) as pool:
-            futures = [pool.submit(client) for _ in range(2)]
-            server.wait_until(lambda: len(answers) > 5, what="traffic")
-            promoted = _cli("promote", "--registry", str(registry), "v2")
-            assert promoted.returncode == 0, promoted.stderr
-            start = time.monotonic()
-            server.wait_until(lambda: server.get("/health")[1]["version"] == "v2", timeout_s=5, what="promotion")
-            swap_s = time.monotonic() - start
-            server.wait_until(lambda: answers[-1][1]["model_version"] == "v2", timeout_s=5, what="v2 answering")
-            rolled = _cli("rollback", "--registry", str(registry))
-            assert rolled.returncode == 0 and "v1" in rolled.stdout, rolled.stderr
-            server.wait_until(lambda: answers[-1][1]["model_version"] == "v1", timeout_s=5, what="rollback")
-            stop = 0
-            for f in futures:
-                f.result()
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(client) for _ in range(2)]
+        server.wait_until(lambda: len(answers) > 5, what="traffic")
+        promoted = _cli("promote", "--registry", str(registry), "v2")
+        assert promoted.returncode == 0, promoted.stderr
+        start = time.monotonic()
+        server.wait_until(lambda: server.get("/health")[1]["version"] == "v2", timeout_s=5, what="promotion")
+        swap_s = time.monotonic() - start
+        server.wait_until(lambda: answers[-1][1]["model_version"] == "v2", timeout_s=5, what="v2 answering")
+        rolled = _cli("rollback", "--registry", str(registry))
+        assert rolled.returncode == 0 and "v1" in rolled.stdout, rolled.stderr
+        server.wait_until(lambda: answers[-1][1]["model_version"] == "v1", timeout_s=5, what="rollback")
+        stop = 0
+        for f in futures:
+            f.result()
     assert swap_s < 5
     versions = [body["model_version"] for status, body in answers]
     assert all(status == 200 for status, _ in answers)
@@ -186,32 +206,51 @@ def test_a_refused_promotion_cli_says_why(registry):
     assert result.returncode == 2 and "v9" in result.stderr
 
 
-def test_canary_share_is_deterministic_and_a_breach_rolls_back_with_an_incident(registry, models, tmp_path):
-    share = 0.5
-    with running_server(registry, "--canary", "v3", "--canary-share", str(share), "--max-inputs", "20",
-                        log_dir=tmp_path) as server:
-        assert server.get("/health")[1]["canary"] == "v3"
-        raw = _inputs(20)
-        first = {}
-        for i in range(6):  # under the gate's window (200): no verdict yet
-            rid = f"req-{i}"
-            status, body = server.predict({"inputs": raw.tolist(), "request_id": rid})
-            assert status == 200
-            assert body["model_version"] == ("v3" if in_canary(rid, share) else "v1")
-            np.testing.assert_allclose(body["probs"], _expected_probs(models, body["model_version"], raw),
-                                       atol=PROB_ATOL)
-            first[rid] = body["model_version"]
-        assert server.predict({"inputs": raw.tolist(), "request_id": "req-0"})[1]["model_version"] == first["req-0"]
-        start = time.monotonic()
-        i = 100
-        while server.get("/health")[1]["canary"] is not None:  # v3 disagrees with v1: the gate must fire
-            assert server.predict({"inputs": raw.tolist(), "request_id": f"req-{i}"})[0] == 200
-            i += 1
-            assert time.monotonic() - start < 60, "the canary was never rolled back"
-        for j in range(5):
-            rid = next(f"req-{k}" for k in range(1000, 2000) if in_canary(f"req-{k}", share))
-            assert server.predict({"inputs": raw.tolist(), "request_id": rid})[1]["model_version"] == "v1"
-        metrics = server.get("/metrics")[1]
+def test_shadow_scores_every_request_logs_agreement_and_never_answers(rollouts, models):
+    server, registry = rollouts
+    ids = [rid for rid in (f"s-{k}" for k in range(100)) if not in_canary(rid, CANARY_SHARE)][:4]
+    sent = []
+    for seed, rid in enumerate(ids):
+        raw = _inputs(6, seed)
+        status, body = server.predict({"inputs": raw.tolist(), "request_id": rid})
+        assert status == 200 and body["model_version"] == "v1"
+        np.testing.assert_allclose(body["probs"], _expected_probs(models, "v1", raw), atol=PROB_ATOL)
+        sent.append(raw)
+    lines = [json.loads(line) for line in (registry / "shadow.jsonl").read_text().splitlines()]
+    assert [line["request_id"] for line in lines] == ids
+    for line, raw in zip(lines, sent):
+        prod = _expected_probs(models, "v1", raw).argmax(1)
+        shadow = _expected_probs(models, "v2", raw).argmax(1)
+        assert line["production"] == "v1" and line["shadow"] == "v2"
+        assert line["shadow_labels"] == shadow.tolist()
+        assert line["agreement"] == pytest.approx(float((prod == shadow).mean()))
+
+
+def test_canary_share_is_deterministic_and_a_breach_rolls_back_with_an_incident(rollouts, models):
+    server, registry = rollouts
+    share = CANARY_SHARE
+    assert server.get("/health")[1]["canary"] == "v3"
+    raw = _inputs(20)
+    first = {}
+    for i in range(6):  # under the gate's window (200): no verdict yet
+        rid = f"req-{i}"
+        status, body = server.predict({"inputs": raw.tolist(), "request_id": rid})
+        assert status == 200
+        assert body["model_version"] == ("v3" if in_canary(rid, share) else "v1")
+        np.testing.assert_allclose(body["probs"], _expected_probs(models, body["model_version"], raw),
+                                   atol=PROB_ATOL)
+        first[rid] = body["model_version"]
+    assert server.predict({"inputs": raw.tolist(), "request_id": "req-0"})[1]["model_version"] == first["req-0"]
+    start = time.monotonic()
+    i = 100
+    while server.get("/health")[1]["canary"] is not None:  # v3 disagrees with v1: the gate must fire
+        assert server.predict({"inputs": raw.tolist(), "request_id": f"req-{i}"})[0] == 200
+        i += 1
+        assert time.monotonic() - start < 60, "the canary was never rolled back"
+    for j in range(5):
+        rid = next(f"req-{k}" for k in range(1000, 2000) if in_canary(f"req-{k}", share))
+        assert server.predict({"inputs": raw.tolist(), "request_id": rid})[1]["model_version"] == "v1"
+    metrics = server.get("/metrics")[1]
     incidents = [json.loads(line) for line in (registry / "incidents.jsonl").read_text().splitlines()]
     assert len(incidents) == 1
     incident = incidents[0]
@@ -219,26 +258,6 @@ def test_canary_share_is_deterministic_and_a_breach_rolls_back_with_an_incident(
     assert incident["fired"] == ["agreement"] and incident["time"]
     assert _metric(metrics, "toolkit_incidents_total")['{kind="canary_rollback"}'] == 1
     assert _metric(metrics, "toolkit_canary_active")[""] == 0
-
-
-def test_shadow_scores_every_request_logs_agreement_and_never_answers(registry, models, tmp_path):
-    with running_server(registry, "--shadow", "v2", "--backend", "torch", "--no-batching",
-                        log_dir=tmp_path) as server:
-        sent = []
-        for seed in range(4):
-            raw = _inputs(6, seed)
-            status, body = server.predict({"inputs": raw.tolist(), "request_id": f"s-{seed}"})
-            assert status == 200 and body["model_version"] == "v1"
-            np.testing.assert_allclose(body["probs"], _expected_probs(models, "v1", raw), atol=PROB_ATOL)
-            sent.append(raw)
-    lines = [json.loads(line) for line in (registry / "shadow.jsonl").read_text().splitlines()]
-    assert [line["request_id"] for line in lines] == [f"s-{seed}" for seed in range(4)]
-    for line, raw in zip(lines, sent):
-        prod = _expected_probs(models, "v1", raw).argmax(1)
-        shadow = _expected_probs(models, "v2", raw).argmax(1)
-        assert line["production"] == "v1" and line["shadow"] == "v2"
-        assert line["shadow_labels"] == shadow.tolist()
-        assert line["agreement"] == pytest.approx(float((prod == shadow).mean()))
 
 
 def test_serve_refuses_a_registry_with_nothing_servable(tmp_path):

@@ -55,9 +55,11 @@ def _registry_parser(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``serve`` or ``registry``; return the exit status (2 and a one-line message on a bad argument)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(sub)
+    if argv[:1] != ["registry"]:  # the server (LitServe, ONNX Runtime) is imported only to serve
+        _serve_parser(sub)
     _registry_parser(sub)
     args = parser.parse_args(argv)
     try:
