@@ -40,9 +40,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +52,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, field_validator, model_validator
 
+from toolkit.deploy.live import DRIFT_ALPHA, DRIFT_EVERY, DRIFT_PERMUTATIONS, DRIFT_WINDOW, LiveDrift
 from toolkit.deploy.rollout import CanaryMonitor, append_jsonl, in_canary, utc_now
 
 __all__ = ["BACKENDS", "ClassifierAPI", "PredictRequest", "build_server", "serve"]
@@ -62,10 +62,6 @@ MAX_INPUTS = 256             # inputs per request
 MAX_BATCH_SIZE = 16          # requests merged into one model call by LitServe
 BATCH_TIMEOUT_S = 0.005      # how long LitServe waits to fill a batch
 RELOAD_INTERVAL_S = 0.5      # how often the worker looks at the registry's manifest
-DRIFT_WINDOW = 200           # served inputs the drift detectors look at
-DRIFT_EVERY = 50             # new inputs between two drift tests
-DRIFT_ALPHA = 0.01
-DRIFT_PERMUTATIONS = 999
 STATE_FILE = "state.json"
 SHADOW_LOG = "shadow.jsonl"
 INCIDENT_LOG = "incidents.jsonl"
@@ -234,13 +230,6 @@ class _State:
     stamp: tuple = ()
 
 
-@dataclass
-class _Window:
-    inputs: deque = field(default_factory=lambda: deque(maxlen=DRIFT_WINDOW))
-    probs: deque = field(default_factory=lambda: deque(maxlen=DRIFT_WINDOW))
-    new: int = 0
-
-
 class ClassifierAPI(ls.LitAPI):
     """LitServe API over a registry: production, optional shadow and canary, hot version swaps.
 
@@ -295,7 +284,7 @@ class ClassifierAPI(ls.LitAPI):
         from toolkit.monitoring import ModelRegistry
 
         self.metrics = _ModelMetrics()
-        self._window = _Window()
+        self.canary_started = utc_now()
         self._lock = threading.Lock()
         stamp = self._stamp()
         registry = ModelRegistry(self.registry_root)
@@ -303,6 +292,7 @@ class ClassifierAPI(ls.LitAPI):
         canary = self._load(registry, self.canary_version) if self.canary_version else None
         shadow = self._load(registry, self.shadow_version) if self.shadow_version else None
         self._state = _State(production, canary, shadow, stamp)
+        self._drift = self._live_drift(production)
         self.metrics.served.labels(production.version).set(1)
         self.metrics.canary_active.set(1 if canary is not None else 0)
         self._write_state()
@@ -359,20 +349,22 @@ class ClassifierAPI(ls.LitAPI):
             self.metrics.served.labels(wanted).set(1)
             self.metrics.canary_active.set(1 if canary is not None else 0)
             self.metrics.reloads.labels("swapped").inc()
-            self._window = _Window()  # drift is judged against the new version's reference
+            self._drift = self._live_drift(production)  # judged against the new version's reference
             self._write_state()
 
-    def _maybe_test_drift(self) -> None:
-        from toolkit.monitoring import input_drift, output_drift
+    @staticmethod
+    def _live_drift(served: _Served) -> LiveDrift | None:
+        if served.reference is None:
+            return None
+        return LiveDrift(served.reference["inputs"], served.reference["probs"], window=DRIFT_WINDOW,
+                         every=DRIFT_EVERY, alpha=DRIFT_ALPHA, n_permutations=DRIFT_PERMUTATIONS)
 
-        window, reference = self._window, self._state.production.reference
-        if reference is None or len(window.inputs) < DRIFT_WINDOW or window.new < DRIFT_EVERY:
+    def _maybe_test_drift(self) -> None:
+        drift = self._drift
+        results = None if drift is None else drift.test()
+        if results is None:
             return
-        window.new = 0
-        live_inputs, live_probs = np.stack(window.inputs), np.stack(window.probs)
-        inp = input_drift(reference["inputs"], live_inputs, alpha=DRIFT_ALPHA)
-        out = output_drift(reference["probs"], live_probs, alpha=DRIFT_ALPHA, n_permutations=DRIFT_PERMUTATIONS)
-        for detector, result in (("input_ks", inp), ("output_confidence", out)):
+        for detector, result in results.items():
             self.metrics.drift.labels(detector, "statistic").set(result.statistic)
             self.metrics.drift.labels(detector, "p_value").set(result.p_value)
             self.metrics.drift.labels(detector, "alarm").set(float(result.drift))
@@ -412,10 +404,9 @@ class ClassifierAPI(ls.LitAPI):
             role = "production" if served is state.production else "canary"
             self.metrics.inputs.labels(served.version, role).inc(sizes[i])
             self.metrics.requests.labels(served.version).inc()
-        window = self._window
-        window.inputs.extend((inputs - state.production.mean) / state.production.std)
-        window.probs.extend(prod)
-        window.new += len(inputs)
+        drift = self._drift
+        if drift is not None:
+            drift.update((inputs - state.production.mean) / state.production.std, prod)
         return outputs if self.max_batch_size > 1 else outputs[0]
 
     def _log_shadow(self, state: _State, requests: list, bounds: np.ndarray, prod: np.ndarray,
@@ -451,6 +442,7 @@ class ClassifierAPI(ls.LitAPI):
         append_jsonl(self.registry_root / INCIDENT_LOG, {
             "time": utc_now(), "kind": "canary_rollback", "version": state.canary.version,
             "restored": state.production.version, "fired": verdict.failures, "window": self.canary_monitor.window,
+            "canary_started": self.canary_started,
             "gate": table})
         _LOG.warning("canary %s rolled back to %s: %s", state.canary.version, state.production.version,
                      verdict.verdict)
