@@ -33,6 +33,7 @@ Example (a shell)::
     curl -s -X POST 127.0.0.1:8000/predict -d '{"inputs": [[0.0, 0.1, ...]]}'
 """
 
+import json
 import logging
 import math
 import os
@@ -308,7 +309,6 @@ class ClassifierAPI(ls.LitAPI):
                   "canary_share": self.canary_share if state.canary is not None else 0.0,
                   "shadow": None if state.shadow is None else state.shadow.version,
                   "max_batch_size": self.max_batch_size, "updated": utc_now()}
-        import json
         _atomic_write(self.run_dir / STATE_FILE, lambda tmp: tmp.write_text(json.dumps(record)))
 
     def _watch(self) -> None:
@@ -507,12 +507,17 @@ def build_server(registry: str | Path, backend: str = "onnx", max_batch_size: in
     server.app.add_exception_handler(RequestValidationError, _validation_error)
 
     async def health() -> JSONResponse:
-        import json
+        from litserve.utils import WorkerSetupStatus
 
         path = run_dir / STATE_FILE
         if not path.exists():
             return JSONResponse(status_code=503, content={"status": "starting", "version": None})
-        return JSONResponse(content=json.loads(path.read_text()))
+        state = json.loads(path.read_text())
+        workers = dict(getattr(server, "workers_setup_status", None) or {})
+        if any(status != WorkerSetupStatus.READY for status in workers.values()):
+            state["status"] = "worker not ready: " + ", ".join(f"{k} {v}" for k, v in workers.items())
+            return JSONResponse(status_code=503, content=state)
+        return JSONResponse(content=state)
 
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
