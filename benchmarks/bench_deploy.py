@@ -6,8 +6,8 @@ A SmallCNN on the 8x8 digits (untrained: speed does not depend on the weights) i
 its ONNX and ``torch.export`` artifacts, then served four ways at once (ONNX Runtime or PyTorch,
 LitServe's dynamic batching on or off), each a real server in a subprocess on a free local port,
 loaded one after another in ``--rounds`` rounds whose order rotates. ``--clients`` threads send ``POST /predict`` requests of ``--inputs`` digits each, on one
-keep-alive connection per thread, ``--duration`` seconds per arm in all, each burst after a warm-up. Reported: requests/s
-and p50/p99 latency per arm, and the ratios batching on / off (per back end) and ONNX / PyTorch
+keep-alive connection per thread, ``--duration`` seconds per arm in all, each burst after a warm-up. Reported: requests/s,
+p50/p99 latency and the mean requests per model call (from ``/metrics``) per arm, and the ratios batching on / off (per back end) and ONNX / PyTorch
 (per batching setting), measured in the same run so the machine's load hits every arm alike.
 
 The clients run on the same machine as the server and compete with it for the cores; on a shared
@@ -113,6 +113,18 @@ def _load(port: int, body: bytes, clients: int, duration_s: float) -> tuple[floa
     return len(all_latencies) / duration_s, all_latencies
 
 
+def _mean_batch(port: int) -> float:
+    """Mean requests per model call, from the server's ``toolkit_batch_requests`` histogram."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/metrics")
+    values = {}
+    for line in conn.getresponse().read().decode().splitlines():
+        for name in ("toolkit_batch_requests_sum", "toolkit_batch_requests_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[-1])
+    return values["toolkit_batch_requests_sum"] / values["toolkit_batch_requests_count"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -138,11 +150,12 @@ def main() -> None:
             for r in range(args.rounds):
                 for arm in ARMS[r % len(ARMS):] + ARMS[: r % len(ARMS)]:
                     results[arm].append(_load(ports[arm], body, args.clients, args.duration / args.rounds))
+            batch = {arm: _mean_batch(port) for arm, port in ports.items()}
         for (backend, batching), runs in results.items():
             lat = np.concatenate([latencies for _, latencies in runs])
             rows.append({"backend": backend, "batching": batching, "requests_per_s": len(lat) / args.duration,
                          "p50_ms": 1e3 * np.quantile(lat, 0.5), "p99_ms": 1e3 * np.quantile(lat, 0.99),
-                         "requests": len(lat)})
+                         "requests": len(lat), "requests_per_model_call": batch[backend, batching]})
     table = pd.DataFrame(rows).set_index(["backend", "batching"])
     print(f"{args.clients} concurrent clients, {args.inputs} input(s) per request, {args.duration:g} s per arm "
           f"(noisy on a shared machine)")

@@ -168,6 +168,20 @@ def test_predict_contract_errors_health_and_metrics(served, models):
     assert 0 <= p_values['{detector="input_ks",quantity="p_value"}'] <= 1
 
 
+def test_concurrent_bad_requests_do_not_fail_the_good_ones_batched_with_them(served, models):
+    server, _ = served
+    raw = _inputs(2)
+    bodies = [{"inputs": raw.tolist()}, {"inputs": [[[float("nan")] * 8]]}, {"inputs": [[[0.0] * 7]]}] * 20
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(server.predict, bodies))
+    for body, (status, answer) in zip(bodies, answers):
+        if body["inputs"] is bodies[0]["inputs"]:
+            assert status == 200, answer
+            np.testing.assert_allclose(answer["probs"], _expected_probs(models, "v1", raw), atol=PROB_ATOL)
+        else:
+            assert status == 422, answer
+
+
 def test_promote_and_rollback_reach_the_running_server_atomically(served, models):
     server, registry = served
     raw = _inputs(4)

@@ -185,8 +185,10 @@ class _ModelMetrics:
     """Worker-side metrics: traffic per version and role, drift, shadow agreement, canary, reloads."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge
+        from prometheus_client import Counter, Gauge, Histogram
 
+        self.batch = Histogram("toolkit_batch_requests", "Requests merged into one model call (dynamic batching)",
+                               buckets=(1, 2, 4, 8, 16, 32, 64))
         self.inputs = Counter("toolkit_predictions", "Inputs answered, per version and role", ["version", "role"])
         self.requests = Counter("toolkit_version_requests", "Requests answered, per version", ["version"])
         self.served = Gauge("toolkit_served_version", "1 for the version in production", ["version"],
@@ -379,6 +381,7 @@ class ClassifierAPI(ls.LitAPI):
         requests = x if self.max_batch_size > 1 else [x]
         state = self._state  # this batch is answered by the versions it started with
         sizes = [len(r["inputs"]) for r in requests]
+        self.metrics.batch.observe(len(requests))
         inputs = np.concatenate([r["inputs"] for r in requests])
         prod = state.production.probs(inputs)
         answered = [(state.production, prod)] * len(requests)
