@@ -12,7 +12,8 @@ p50/p99 latency and the mean requests per model call (from ``/metrics``) per arm
 
 The clients run on the same machine as the server and compete with it for the cores; on a shared
 machine the absolute numbers are noise and even the ratios move by tens of percent between runs:
-re-run on a quiet machine before quoting them.
+re-run on a quiet machine before quoting them. The back ends are also timed alone, in this process
+and without HTTP (median per call, interleaved), which shows how much of a request is the model.
 """
 
 from __future__ import annotations
@@ -125,6 +126,25 @@ def _mean_batch(port: int) -> float:
     return values["toolkit_batch_requests_sum"] / values["toolkit_batch_requests_count"]
 
 
+def _runner_times(path_onnx: str, path_program: str, x: torch.Tensor, repeats: int = 200) -> pd.DataFrame:
+    """Median milliseconds per call of each back end alone (no HTTP), batch 1 and 16, interleaved."""
+    from toolkit.deploy import OnnxRunner, TorchRunner
+
+    torch.set_num_threads(1)
+    runners = {"onnx": OnnxRunner(path_onnx), "torch": TorchRunner(path_program)}
+    rows = []
+    for batch in (1, 16):
+        inputs = x[:batch].numpy()
+        times: dict[str, list[float]] = {name: [] for name in runners}
+        for _ in range(repeats):
+            for name, runner in runners.items():
+                t0 = time.perf_counter()
+                runner(inputs)
+                times[name].append(time.perf_counter() - t0)
+        rows += [{"backend": name, "batch": batch, "median_ms": 1e3 * float(np.median(t))} for name, t in times.items()]
+    return pd.DataFrame(rows).pivot(index="batch", columns="backend", values="median_ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -143,6 +163,8 @@ def main() -> None:
         registry = ModelRegistry(tmp / "registry")
         registry.promote(registry.register(model, example_input=x[:8], class_names=list(data.class_names)))
         body = json.dumps({"inputs": x[: args.inputs].tolist()}).encode()
+        info = registry.serving()
+        alone = _runner_times(info["files"]["onnx"]["path"], info["files"]["program"]["path"], x)
         rows = []
         with contextlib.ExitStack() as stack:  # all four servers up at once; rounds in rotated order
             ports = {arm: stack.enter_context(_server(tmp / "registry", *arm, tmp)) for arm in ARMS}
@@ -160,6 +182,10 @@ def main() -> None:
     print(f"{args.clients} concurrent clients, {args.inputs} input(s) per request, {args.duration:g} s per arm "
           f"(noisy on a shared machine)")
     print(table.round(2).to_string())
+    print("\nthe back ends alone, in this process (median ms per call, no HTTP):")
+    print(alone.round(3).to_string())
+    print(f"ONNX Runtime / PyTorch time per call: batch 1 x{alone.loc[1, 'onnx'] / alone.loc[1, 'torch']:.2f}, "
+          f"batch 16 x{alone.loc[16, 'onnx'] / alone.loc[16, 'torch']:.2f}\n")
     rps = table["requests_per_s"]
     p99 = table["p99_ms"]
     for backend in ("onnx", "torch"):
