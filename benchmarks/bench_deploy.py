@@ -5,10 +5,12 @@
 A SmallCNN on the 8x8 digits (untrained: speed does not depend on the weights) is registered with
 its ONNX and ``torch.export`` artifacts, then served four ways at once (ONNX Runtime or PyTorch,
 LitServe's dynamic batching on or off), each a real server in a subprocess on a free local port,
-loaded one after another in ``--rounds`` rounds whose order rotates. ``--clients`` threads send ``POST /predict`` requests of ``--inputs`` digits each, on one
-keep-alive connection per thread, ``--duration`` seconds per arm in all, each burst after a warm-up. Reported: requests/s,
-p50/p99 latency and the mean requests per model call (from ``/metrics``) per arm, and the ratios batching on / off (per back end) and ONNX / PyTorch
-(per batching setting), measured in the same run so the machine's load hits every arm alike.
+loaded one after another in ``--rounds`` rounds whose order rotates. ``--clients`` threads send
+``POST /predict`` requests of ``--inputs`` digits each, on one keep-alive connection per thread,
+``--duration`` seconds per arm in all, each burst after a warm-up. Reported per arm: requests/s,
+p50/p99 latency and the mean requests per model call (from ``/metrics``); then the ratios batching
+on / off (per back end) and ONNX / PyTorch (per batching setting), measured in the same run so the
+machine's load hits every arm alike.
 
 The clients run on the same machine as the server and compete with it for the cores; on a shared
 machine the absolute numbers are noise and even the ratios move by tens of percent between runs:
