@@ -280,3 +280,20 @@ def test_serve_refuses_a_registry_with_nothing_servable(tmp_path):
     result = subprocess.run([sys.executable, "-m", "toolkit", "serve", "--registry", str(tmp_path / "empty"),
                              "--port", "18999"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 2 and "example_input" in result.stderr
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"backend": "tensorrt"}, "backend"),
+    ({"max_batch_size": 0}, "max_batch_size"),
+    ({"max_inputs": 2.5}, "max_inputs"),
+    ({"batch_timeout_s": -1}, "batch_timeout_s"),
+    ({"canary_share": 1.5}, "canary_share"),
+    ({"canary": "v9"}, "canary"),
+    ({"canary": "v1"}, "production version"),
+    ({"shadow": "v1"}, "production version"),
+])
+def test_build_server_refuses_bad_arguments_before_starting(base_registry, kwargs, match):
+    from toolkit.deploy.server import build_server
+
+    with pytest.raises(ValueError, match=match):
+        build_server(base_registry, **kwargs)

@@ -544,8 +544,13 @@ def serve(registry: str | Path, host: str = "127.0.0.1", port: int = 8000, log_l
     _check_choice("host", host, ("127.0.0.1", "0.0.0.0", "::"))
     server = build_server(registry, **kwargs)
 
+    main_pid = os.getpid()
+
     def _interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # LitServe shuts its workers down gracefully on KeyboardInterrupt
+        # LitServe shuts its workers down gracefully on KeyboardInterrupt; the HTTP process forked from
+        # here inherits this handler and has stopped already when uvicorn re-raises the signal to it
+        if os.getpid() == main_pid:
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
     server.run(host=host, port=port, log_level=log_level, generate_client_file=False, num_api_servers=1)
