@@ -47,6 +47,9 @@ class GateRule:
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric:
             raise TypeError(f"metric must be a non-empty string, got {self.metric!r}")
+        for flag in ("higher_is_better", "relative"):  # a string such as "False" would read as True
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} of {self.metric!r} must be True or False, got {getattr(self, flag)!r}")
         if isinstance(self.tolerance, bool) or not isinstance(self.tolerance, (int, float)) \
                 or not 0 <= self.tolerance < math.inf:
             raise ValueError(f"tolerance of {self.metric!r} must be a finite number >= 0, got {self.tolerance!r}")
@@ -79,12 +82,20 @@ class GateResult:
         return self.passed
 
 
+def _scalar(value: Any) -> Any:
+    """A one-element tensor or NumPy scalar (``trainer.callback_metrics`` holds 0-d tensors) as a float."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 and not isinstance(value, bool):
+        try:
+            return float(value.item())
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
 def _value(side: str, metrics: Mapping[str, Any], metric: str) -> float:
     if metric not in metrics:
         raise ValueError(f"{side} has no metric {metric!r}; it has {sorted(metrics)}")
-    value = metrics[metric]
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d tensor (trainer.callback_metrics)
-        value = value.item()
+    value = _scalar(metrics[metric])
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{side}[{metric!r}] must be a finite number, got {value!r}")
     return float(value)
@@ -95,8 +106,8 @@ def regression_gate(candidate: Mapping[str, float], production: Mapping[str, flo
     """Compare a candidate's metrics with production's, rule by rule.
 
     Args:
-        candidate, production: metric name to value (a dict, ``trainer.callback_metrics`` with 0-d
-            tensors, or a pandas Series such as a row of the report card); every rule's metric must be in both.
+        candidate, production: metric name to value (a dict, or a pandas Series such as a row of
+            the report card); every rule's metric must be in both.
         rules: the :class:`GateRule` list (default ``DEFAULT_RULES``: accuracy, ECE, robust accuracy,
             latency).
 

@@ -41,6 +41,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from toolkit.monitoring.gate import _scalar
+
 __all__ = ["ModelRegistry"]
 
 MANIFEST = "manifest.json"
@@ -66,13 +68,6 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _as_number(value: Any) -> Any:
-    """A 0-d tensor or array (``trainer.callback_metrics``) as a Python number; other values unchanged."""
-    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
-        return value.item()
-    return value
-
-
 def _check_metrics(metrics: Any) -> dict[str, float]:
     if metrics is None:
         return {}
@@ -80,7 +75,7 @@ def _check_metrics(metrics: Any) -> dict[str, float]:
         raise TypeError(f"metrics must be a mapping of metric name to number, got {type(metrics).__name__}")
     out = {}
     for key, value in metrics.items():
-        value = _as_number(value)
+        value = _scalar(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"metrics[{key!r}] must be a finite number (or a 0-d tensor), got {value!r}")
         out[str(key)] = float(value)
@@ -243,7 +238,7 @@ class ModelRegistry:
         if normalization is not None:
             if not isinstance(normalization, Mapping) or set(normalization) != {"mean", "std"}:
                 raise ValueError(f"normalization must be {{'mean': m, 'std': s}}, got {normalization!r}")
-            mean, std = (float(_as_number(normalization[k])) for k in ("mean", "std"))
+            mean, std = (float(_scalar(normalization[k])) for k in ("mean", "std"))
             if not math.isfinite(mean) or not math.isfinite(std) or std <= 0:
                 raise ValueError(f"normalization needs a finite mean and a finite std > 0, got {normalization!r}")
             normalization = {"mean": mean, "std": std}
