@@ -68,20 +68,6 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _check_metrics(metrics: Any) -> dict[str, float]:
-    if metrics is None:
-        return {}
-    if not isinstance(metrics, Mapping):
-        raise TypeError(f"metrics must be a mapping of metric name to number, got {type(metrics).__name__}")
-    out = {}
-    for key, value in metrics.items():
-        value = _scalar(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"metrics[{key!r}] must be a finite number (or a 0-d tensor), got {value!r}")
-        out[str(key)] = float(value)
-    return out
-
-
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -179,7 +165,11 @@ class ModelRegistry:
 
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        metrics = _check_metrics(metrics)
+        metrics = {key: _scalar(value) for key, value in dict(metrics or {}).items()}  # 0-d tensors too
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"metrics[{key!r}] must be a finite number, got {value!r}")
+        metrics = {str(key): float(value) for key, value in metrics.items()}
         if example_input is None and (class_names is not None or normalization is not None
                                       or temperature is not None or reference_inputs is not None):
             raise ValueError("class_names, normalization, temperature and reference_inputs describe the served "
