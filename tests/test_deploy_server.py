@@ -122,6 +122,8 @@ BAD_REQUESTS = [
     ("booleans", {"inputs": [[[True] * 8]]}, "numbers"),
     ("over the limit", {"inputs": [[[0.0] * 8]] * 9}, "limit of 8"),
     ("targets length", {"inputs": [[[0.0] * 8]], "targets": [0, 1]}, "targets"),
+    ("target out of range", {"inputs": [[[0.0] * 8]], "targets": [3]}, "class indices in [0, 2]"),
+    ("target not an integer", {"inputs": [[[0.0] * 8]], "targets": [0.5]}, "targets"),
     ("not an object", [1, 2], "JSON object"),
 ]
 
@@ -171,7 +173,8 @@ def test_predict_contract_errors_health_and_metrics(served, models):
 def test_concurrent_bad_requests_do_not_fail_the_good_ones_batched_with_them(served, models):
     server, _ = served
     raw = _inputs(2)
-    bodies = [{"inputs": raw.tolist()}, {"inputs": [[[float("nan")] * 8]]}, {"inputs": [[[0.0] * 7]]}] * 20
+    bodies = [{"inputs": raw.tolist(), "targets": [0, 2]}, {"inputs": [[[float("nan")] * 8]]},
+              {"inputs": [[[0.0] * 7]]}] * 20
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(server.predict, bodies))
     for body, (status, answer) in zip(bodies, answers):

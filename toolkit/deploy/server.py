@@ -51,7 +51,7 @@ import numpy as np
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, field_validator, model_validator
+from pydantic import BaseModel, StrictInt, field_validator, model_validator
 
 from toolkit.deploy.live import DRIFT_ALPHA, DRIFT_EVERY, DRIFT_PERMUTATIONS, DRIFT_WINDOW, LiveDrift
 from toolkit.deploy.rollout import CanaryMonitor, append_jsonl, in_canary, utc_now
@@ -101,9 +101,9 @@ class PredictRequest(BaseModel):
 
     inputs: Any
     request_id: str | None = None
-    targets: list[int] | None = None
+    targets: list[StrictInt] | None = None
 
-    limits: ClassVar[dict[str, Any]] = {"shape": None, "max_inputs": MAX_INPUTS}
+    limits: ClassVar[dict[str, Any]] = {"shape": None, "max_inputs": MAX_INPUTS, "num_classes": None}
 
     @field_validator("inputs")
     @classmethod
@@ -112,8 +112,12 @@ class PredictRequest(BaseModel):
 
     @model_validator(mode="after")
     def _targets(self) -> "PredictRequest":
-        if self.targets is not None and len(self.targets) != len(self.inputs):
-            raise ValueError(f"targets must have one label per input ({len(self.inputs)}), got {len(self.targets)}")
+        if self.targets is not None:
+            if len(self.targets) != len(self.inputs):
+                raise ValueError(f"targets must have one label per input ({len(self.inputs)}), got {len(self.targets)}")
+            num_classes = self.limits["num_classes"]
+            if num_classes is not None and not all(0 <= t < num_classes for t in self.targets):
+                raise ValueError(f"targets must be class indices in [0, {num_classes - 1}], got {self.targets}")
         return self
 
 
@@ -500,7 +504,8 @@ def build_server(registry: str | Path, backend: str = "onnx", max_batch_size: in
         stale.unlink()
     (run_dir / STATE_FILE).unlink(missing_ok=True)
     _use_multiprocess_metrics(metrics_dir)
-    PredictRequest.limits = {"shape": info["input_shape"], "max_inputs": max_inputs}
+    PredictRequest.limits = {"shape": info["input_shape"], "max_inputs": max_inputs,
+                             "num_classes": info["num_classes"]}
     api = ClassifierAPI(registry, run_dir, backend=backend, max_batch_size=max_batch_size,
                         batch_timeout_s=batch_timeout_s, shadow=shadow, canary=canary, canary_share=canary_share,
                         canary_monitor=canary_monitor, num_threads=num_threads, reload_interval_s=reload_interval_s)
