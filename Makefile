@@ -1,5 +1,8 @@
 # The course and its toolkit. Every target sets up .venv first (idempotent, quick when done).
-#   make course   execute every notebook in order into build/course (ipynb + html)
+#   make course   execute every notebook in order into build/course (executed ipynb + student-edition html)
+#   make student  the edition to hand out, from the committed executed notebooks (no run): build/student
+#                 (ipynb + html, every cell tagged "solution" removed with its outputs)
+#   make instructor  the full notebooks, solutions folded (<details> in html, collapsed in Jupyter): build/instructor
 #   make test     unit tests, then nbval over every notebook
 #   make lab      JupyterLab on notebooks/
 #   make bench    speed and memory figures (benchmarks/)
@@ -14,7 +17,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup course test unit nbval lab bench render manifests lock clean
+.PHONY: setup course student instructor test unit nbval lab bench render manifests lock clean
 
 setup: $(STAMP)
 
@@ -29,6 +32,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 course: setup
 	@$(PY) scripts/run_notebooks.py --out build/course $(NOTEBOOKS)
+
+student instructor: setup
+	@$(PY) scripts/editions.py $@ --out build/$@ $(NOTEBOOKS)
 
 render: setup
 	@$(PY) scripts/run_notebooks.py --inplace $(NOTEBOOKS)
