@@ -3,6 +3,8 @@
 #   make student  the edition to hand out, from the committed executed notebooks (no run): build/student
 #                 (ipynb + html, every cell tagged "solution" removed with its outputs)
 #   make instructor  the full notebooks, solutions folded (<details> in html, collapsed in Jupyter): build/instructor
+#   make site     the course website from the committed executed notebooks (student edition, no run)
+#                 and the toolkit's docstrings: build/site (open build/site/index.html); prints pages, time
 #   make test     unit tests, then nbval over every notebook
 #   make lab      JupyterLab on notebooks/
 #   make bench    speed and memory figures (benchmarks/)
@@ -17,7 +19,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup course student instructor test unit nbval lab bench render manifests lock clean
+.PHONY: setup course student instructor site test unit nbval lab bench render manifests lock clean
 
 setup: $(STAMP)
 
@@ -35,6 +37,9 @@ course: setup
 
 student instructor: setup
 	@$(PY) scripts/editions.py $@ --out build/$@ $(NOTEBOOKS)
+
+site: setup
+	@$(PY) scripts/build_site.py
 
 render: setup
 	@$(PY) scripts/run_notebooks.py --inplace $(NOTEBOOKS)
