@@ -12,7 +12,7 @@ config that inherits the repository's mkdocs.yml and adds the paths and the navi
 - API reference: one page per public subpackage (or module) of ``toolkit``, listed at build time,
   rendered from the docstrings by mkdocstrings (its ``__all__`` is what the page shows).
 
-Nothing is fetched: MathJax comes from the jupyter-server-mathjax package, the theme uses the system
+Nothing is fetched: MathJax comes from the django-static-mathjax package, the theme uses the system
 fonts, and search works from disk (Material's offline plugin). Prints the build time and page count.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import json
 import os
 import pkgutil
@@ -54,6 +55,24 @@ def _summary(name: str) -> str:
     """First line of the module's docstring (read with ast: nothing is imported)."""
     docstring = ast.get_docstring(ast.parse(_module_file(name).read_text(encoding="utf-8"))) or ""
     return docstring.strip().splitlines()[0] if docstring.strip() else ""
+
+
+def unseen_exports(name: str) -> dict[str, str]:
+    """Names in the module's ``__all__`` that mkdocstrings' static reader cannot see as themselves, by
+    where they are defined: loaded on first use by the package's ``__getattr__``, or shadowed by a
+    submodule of the same name (``toolkit.training.fit``). Their page documents them at that place."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # this checkout's toolkit, as the reference documents it
+    module = importlib.import_module(name)
+    unseen = {}
+    for member in getattr(module, "__all__", []):
+        lazy = member not in vars(module)
+        shadowed = hasattr(module, "__path__") and any(
+            (Path(folder) / f"{member}.py").exists() or (Path(folder) / member).is_dir() for folder in module.__path__)
+        obj = getattr(module, member)
+        if (lazy or shadowed) and hasattr(obj, "__qualname__"):
+            unseen[member] = f"{obj.__module__}.{obj.__qualname__}"
+    return unseen
 
 
 def _title(markdown: str, fallback: str) -> str:
@@ -92,12 +111,14 @@ def stage(stage_dir: Path, notebooks: list[Path]) -> list:
         "is re-exported by its package (``from toolkit.calibration import TemperatureScaling``).\n\n"
         f"| package | what it is |\n|---|---|\n{rows}\n", encoding="utf-8")
     for name in modules:
-        (reference_dir / f"{name}.md").write_text(f"::: {name}\n", encoding="utf-8")
+        extra = "".join(f"\n::: {path}\n    options:\n      heading_level: 2\n"
+                        for path in unseen_exports(name).values())
+        (reference_dir / f"{name}.md").write_text(f"::: {name}\n{extra}", encoding="utf-8")
     reference = ["reference/index.md"] + [{name: f"reference/{name}.md"} for name in modules]
 
-    import jupyter_server_mathjax  # MathJax 2.7 as files, for the notebooks' formulas, offline
+    import mathjax  # the django-static-mathjax package: MathJax 3 as files, for the notebooks' formulas, offline
 
-    shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", stage_dir / "assets" / "mathjax")
+    shutil.copytree(Path(mathjax.__file__).parent / "static" / "mathjax" / "es5", stage_dir / "assets" / "mathjax")
     shutil.copytree(ROOT / "docs" / "assets", stage_dir / "assets", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("README.md"))
     return [{"Home": "index.md"}, {"Course": course}, {"Datasets": datasets}, {"API reference": reference},
@@ -116,10 +137,12 @@ def build(out: Path, notebooks: list[Path]) -> dict:
     stage_dir, site_dir, config = out / "site-src", out / "site", out / "mkdocs.yml"
     nav = stage(stage_dir, notebooks)
     config.write_text(yaml.safe_dump({"INHERIT": str(ROOT / "mkdocs.yml"), "docs_dir": str(stage_dir),
-                                      "site_dir": str(site_dir), "nav": nav}, sort_keys=False), encoding="utf-8")
+                                      "site_dir": str(site_dir), "nav": nav,
+                                      "hooks": [str(ROOT / "scripts" / "site_hooks.py")]}, sort_keys=False), encoding="utf-8")
     # the toolkit's source, not an installed copy, is what the reference documents
     command = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--config-file", str(config)]
     # the reference documents this checkout's toolkit, whatever copy the environment has installed
+    # (unseen_exports imports it in this process: run from the checkout, or with it on PYTHONPATH)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if result.returncode != 0:
