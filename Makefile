@@ -5,11 +5,14 @@
 #   make instructor  the full notebooks, solutions folded (<details> in html, collapsed in Jupyter): build/instructor
 #   make site     the course website from the committed executed notebooks (student edition, no run)
 #                 and the toolkit's docstrings: build/site (open build/site/index.html); prints pages, time
-#   make test     unit tests, then nbval over every notebook
+#   make test     unit tests (docstring examples and the site's browser check included), then nbval
+#   make unit     unit tests only;  make nbval  every notebook under nbval only
 #   make lab      JupyterLab on notebooks/
 #   make bench    speed and memory figures (benchmarks/)
 #   make render   re-execute the committed notebooks in place after a change
+#   make manifests  rewrite the datasets' split manifests (datasets/manifests)
 #   make lock     pin the installed versions into constraints.txt
+#   make clean    remove build/, runs/ and caches
 # GPU: install a CUDA build of torch into .venv first (see README), then any target.
 
 PYTHON ?= python3
