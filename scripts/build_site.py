@@ -69,10 +69,19 @@ def unseen_exports(name: str) -> dict[str, str]:
         lazy = member not in vars(module)
         shadowed = hasattr(module, "__path__") and any(
             (Path(folder) / f"{member}.py").exists() or (Path(folder) / member).is_dir() for folder in module.__path__)
-        obj = getattr(module, member)
-        if (lazy or shadowed) and hasattr(obj, "__qualname__"):
-            unseen[member] = f"{obj.__module__}.{obj.__qualname__}"
+        if lazy or shadowed:
+            unseen[member] = defined_at(module, member)
     return unseen
+
+
+def defined_at(module, member: str) -> str:
+    """Dotted path where ``module.member`` is defined: a class or function's own, a constant's submodule."""
+    obj = getattr(module, member)
+    if hasattr(obj, "__qualname__") and hasattr(obj, "__module__"):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    owners = [name for name, sub in sorted(sys.modules.items()) if name.startswith(f"{module.__name__}.")
+              and sub is not None and vars(sub).get(member) is obj and member in getattr(sub, "__all__", [member])]
+    return f"{owners[0]}.{member}" if owners else f"{module.__name__}.{member}"
 
 
 def _title(markdown: str, fallback: str) -> str:
