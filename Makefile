@@ -1,10 +1,18 @@
 # The course and its toolkit. Every target sets up .venv first (idempotent, quick when done).
-#   make course   execute every notebook in order into build/course (ipynb + html)
-#   make test     unit tests, then nbval over every notebook
+#   make course   execute every notebook in order into build/course (executed ipynb + student-edition html)
+#   make student  the edition to hand out, from the committed executed notebooks (no run): build/student
+#                 (ipynb + html, every cell tagged "solution" removed with its outputs)
+#   make instructor  the full notebooks, solutions folded (<details> in html, collapsed in Jupyter): build/instructor
+#   make site     the course website from the committed executed notebooks (student edition, no run)
+#                 and the toolkit's docstrings: build/site (open build/site/index.html); prints pages, time
+#   make test     unit tests (docstring examples and the site's browser check included), then nbval
+#   make unit     unit tests only;  make nbval  every notebook under nbval only
 #   make lab      JupyterLab on notebooks/
 #   make bench    speed and memory figures (benchmarks/)
 #   make render   re-execute the committed notebooks in place after a change
+#   make manifests  rewrite the datasets' split manifests (datasets/manifests)
 #   make lock     pin the installed versions into constraints.txt
+#   make clean    remove build/, runs/ and caches
 # GPU: install a CUDA build of torch into .venv first (see README), then any target.
 
 PYTHON ?= python3
@@ -14,7 +22,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup course test unit nbval lab bench render manifests lock clean
+.PHONY: setup course student instructor site test unit nbval lab bench render manifests lock clean
 
 setup: $(STAMP)
 
@@ -29,6 +37,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 course: setup
 	@$(PY) scripts/run_notebooks.py --out build/course $(NOTEBOOKS)
+
+student instructor: setup
+	@$(PY) scripts/editions.py $@ --out build/$@ $(NOTEBOOKS)
+
+site: setup
+	@$(PY) scripts/build_site.py
 
 render: setup
 	@$(PY) scripts/run_notebooks.py --inplace $(NOTEBOOKS)

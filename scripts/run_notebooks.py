@@ -3,6 +3,8 @@
     python scripts/run_notebooks.py --out build/course notebooks/*.ipynb   # make course
     python scripts/run_notebooks.py --inplace notebooks/*.ipynb            # make render
 
+--out writes each executed notebook (.ipynb, solutions included) and its HTML in the student
+edition (solutions removed, see scripts/editions.py; --edition instructor folds them instead).
 Stops at the first notebook that fails (exit status 1), naming the failing cell.
 """
 
@@ -17,7 +19,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
-from nbconvert import HTMLExporter
+
+from editions import EDITIONS, html_exporter  # scripts/editions.py, beside this file
 
 CELL_TIMEOUT_S = 600
 
@@ -36,6 +39,7 @@ def main() -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, help="folder for executed copies and their HTML")
     target.add_argument("--inplace", action="store_true", help="overwrite the notebooks with their outputs")
+    parser.add_argument("--edition", choices=EDITIONS, default="student", help="edition of the HTML (--out)")
     args = parser.parse_args()
     # committed outputs stay free of progress bars; runs go to build/, not next to the notebooks
     os.environ.setdefault("TOOLKIT_QUIET", "1")
@@ -53,7 +57,7 @@ def main() -> int:
         destination = path if args.inplace else args.out / path.name
         nbformat.write(notebook, destination)
         if args.out:
-            html, _ = HTMLExporter().from_notebook_node(notebook)
+            html, _ = html_exporter(args.edition).from_notebook_node(notebook)
             destination.with_suffix(".html").write_text(html)
         print(f"{path.name:48s} {time.perf_counter() - start:6.1f} s", flush=True)
     print(f"{'all notebooks':48s} {time.perf_counter() - total:6.1f} s")

@@ -7,8 +7,8 @@ ranked, since its metrics are mostly noise.
 Example:
     >>> probs = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
     >>> frame = slice_metrics(probs, torch.tensor([0, 0, 1, 1]), min_size=1)
-    >>> frame["accuracy"].tolist()
-    [1.0, 0.5]
+    >>> frame["accuracy"].tolist()  # slices 0 and 1, then the whole set as the row "all"
+    [1.0, 0.5, 0.75]
 """
 
 from __future__ import annotations

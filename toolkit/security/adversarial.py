@@ -7,6 +7,9 @@
   robustness at the cost of two forward/backward passes per batch.
 
 Example:
+    >>> from toolkit.data import DigitsDataModule
+    >>> from toolkit.models import MLP
+    >>> dm = DigitsDataModule(image_size=8, flatten=True)
     >>> module = AdversarialClassifierModule(MLP(64, 10), num_classes=10, epsilon=0.1,
     ...                                      input_range=dm.input_range, attack="pgd", attack_steps=5)
 """

@@ -256,7 +256,11 @@ def robust_accuracy(model: nn.Module, data: Any, attack: Callable[..., Tensor] =
         One row per epsilon: ``epsilon``, ``robust_acc``, ``n`` (samples) and ``attack`` (its name).
 
     Example:
-        >>> frame = robust_accuracy(model, (x, y), pgd, epsilons=(0, 0.1), input_range=dm.input_range)
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        >>> x, y = torch.rand(32, 1, 8, 8), torch.randint(0, 10, (32,))
+        >>> frame = robust_accuracy(model, (x, y), pgd, epsilons=(0, 0.1), input_range=(0.0, 1.0))
+        >>> frame[["epsilon", "n"]].values.tolist()
+        [[0.0, 32.0], [0.1, 32.0]]
     """
     if not callable(attack):
         raise TypeError(f"attack must be callable like pgd(model, inputs, targets, epsilon), got {attack!r}")

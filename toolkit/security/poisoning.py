@@ -8,6 +8,7 @@
   activations; remove the ``1.5 * expected poison share`` highest-scoring samples per class and retrain.
 
 Example:
+    >>> from toolkit.data import DigitsDataModule
     >>> dm = PoisonedDataModule(DigitsDataModule(image_size=8, flatten=True), poison_rate=0.1, target_label=0)
     >>> x, y = dm.tensors("train"); int(dm.poison_mask.sum()) == round(0.1 * len(y))
     True

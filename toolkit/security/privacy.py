@@ -18,9 +18,14 @@ accountant assumes Poisson sampling (each sample joins a batch with probability 
 epsilon is the usual approximation (``q = batch_size / N``).
 
 Example:
+    >>> from toolkit.data import DigitsDataModule
+    >>> from toolkit.models import MLP
+    >>> from toolkit.training import fit
+    >>> dm = DigitsDataModule(image_size=8, flatten=True)
     >>> module = DPClassifierModule(MLP(64, 10), num_classes=10, noise_multiplier=1.0, max_grad_norm=1.0)
-    >>> result = fit(module, PoissonSampledDataModule(dm), max_epochs=5)
-    >>> result.metrics["epsilon"]  # doctest: +SKIP
+    >>> result = fit(module, PoissonSampledDataModule(dm), max_epochs=1)
+    >>> 0 < result.metrics["epsilon"] < float("inf")  # the privacy spent, from the RDP accountant
+    True
 """
 
 from __future__ import annotations
