@@ -65,13 +65,32 @@ def unseen_exports(name: str) -> dict[str, str]:
         sys.path.insert(0, str(ROOT))  # this checkout's toolkit, as the reference documents it
     module = importlib.import_module(name)
     unseen = {}
+    bound = _static_names(module)
     for member in getattr(module, "__all__", []):
-        lazy = member not in vars(module)
+        lazy = member not in bound  # not whether it was loaded already: earlier imports must not change the site
         shadowed = hasattr(module, "__path__") and any(
             (Path(folder) / f"{member}.py").exists() or (Path(folder) / member).is_dir() for folder in module.__path__)
         if lazy or shadowed:
             unseen[member] = defined_at(module, member)
     return unseen
+
+
+def _static_names(module) -> set[str]:
+    """Names bound at the top level of the module's source (imports, assignments, definitions): what a
+    static reader such as mkdocstrings sees, whatever the running process has loaded on first use since."""
+    import ast
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
 
 
 def defined_at(module, member: str) -> str:
