@@ -171,7 +171,7 @@ def test_label_noise_needs_class_names():
     (lambda: flip_labels(np.zeros((2, 2), dtype=int), 0.5, 2), TypeError, "labels"),
     (lambda: flip_labels(np.arange(4), 0.5, 1), ValueError, "num_classes"),
     (lambda: flip_labels(np.arange(4), 0.5, 3), ValueError, "num_classes must be an integer >= 2 above every"),
-    (lambda: flip_labels(np.arange(4) - 1, 0.5, 4), ValueError, "num_classes"),
+    (lambda: flip_labels(np.arange(4) - 1, 0.5, 4), ValueError, "labels must be class indices >= 0"),
     (lambda: flip_labels(np.arange(4), 1.5, 4), ValueError, "label_noise must be a share in \\[0, 1\\]"),
     (lambda: flip_labels(np.arange(4), 0.5, 4, kind="flip"), ValueError, "label_noise_kind"),
 ])

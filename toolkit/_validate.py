@@ -58,3 +58,18 @@ def check_class_targets(name: str, targets: Any, n: int, num_classes: int) -> No
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= num_classes):
         raise ValueError(f"{name} must be class indices in [0, {num_classes}), got range "
                          f"[{int(targets.min())}, {int(targets.max())}]")
+
+
+def label_array(name: str, labels: Any) -> Any:
+    """``labels`` (array, list or tensor) as a 1-D NumPy array of integer class labels ``>= 0``."""
+    import numpy as np
+
+    if hasattr(labels, "detach"):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"{name} must be a 1-D array of integer class labels, got dtype {labels.dtype} "
+                        f"and shape {labels.shape}")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"{name} must be class indices >= 0, got minimum {labels.min()}")
+    return labels

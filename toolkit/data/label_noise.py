@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from toolkit._validate import label_array
+
 __all__ = ["LABEL_NOISE_KINDS", "flip_labels"]
 
 LABEL_NOISE_KINDS = ("symmetric", "pairs")
@@ -52,12 +54,7 @@ def flip_labels(labels: Any, rate: float, num_classes: int, kind: str = "symmetr
         ``(noisy_labels, flipped)``: the new labels (a copy) and a boolean mask of the flipped samples;
         every flipped label differs from its clean one.
     """
-    if hasattr(labels, "detach"):
-        labels = labels.detach().cpu().numpy()
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"labels must be a 1-D array of integer class labels, got dtype {labels.dtype} "
-                        f"and shape {labels.shape}")
+    labels = label_array("labels", labels)
     check_label_noise(rate, kind, allow_one=True)
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2 \
             or (len(labels) and (labels.min() < 0 or labels.max() >= num_classes)):

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from toolkit._validate import label_array
+
 from toolkit._extras import require
 
 __all__ = ["detection_scores", "find_label_issues", "inject_label_noise", "out_of_fold_probs"]
@@ -26,16 +28,7 @@ __all__ = ["detection_scores", "find_label_issues", "inject_label_noise", "out_o
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 
 
-def _labels(name: str, labels: Any) -> np.ndarray:
-    if hasattr(labels, "detach"):
-        labels = labels.detach().cpu().numpy()
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"{name} must be a 1-D array of integer class labels, got dtype {labels.dtype} "
-                        f"and shape {labels.shape}")
-    if len(labels) and labels.min() < 0:
-        raise ValueError(f"{name} must be class indices >= 0, got minimum {labels.min()}")
-    return labels
+_labels = label_array
 
 
 def inject_label_noise(labels: Any, rate: float, num_classes: int | None = None,
