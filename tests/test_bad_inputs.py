@@ -731,6 +731,7 @@ bad("Sha256CheckpointIO-flag", lambda: security.Sha256CheckpointIO(require_sha25
     "require_sha256")
 bad("Sha256CheckpointIO-missing", lambda: security.Sha256CheckpointIO().load_checkpoint("/nonexistent.ckpt"),
     FileNotFoundError, "checkpoint")
+bad("Sha256CheckpointIO-namespace", lambda: security.Sha256CheckpointIO.for_namespace(torch), ValueError, "namespace")
 bad("verify_sidecar-missing", lambda: security.verify_sidecar("/nonexistent.ckpt"), FileNotFoundError, "path")
 bad("write_sidecar-missing", lambda: security.write_sidecar("/nonexistent.ckpt"), FileNotFoundError, "path")
 

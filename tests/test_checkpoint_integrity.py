@@ -123,3 +123,37 @@ def test_fit_refuses_a_truncated_checkpoint_clearly(tmp_path):
     os.remove(str(last) + ".sha256")  # no digest to catch it first: the reader must still say what is wrong
     with pytest.raises(CorruptCheckpointError, match="last.ckpt.*not a valid checkpoint"):
         _fit(tmp_path, max_epochs=2, ckpt_path="last")
+
+
+@pytest.mark.slow
+def test_the_unified_lightning_trainer_gets_a_plugin_of_its_own_that_writes_and_checks_the_digest(tmp_path):
+    L = pytest.importorskip("lightning")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Tiny(L.LightningModule):  # a user's own module of the unified package
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(16, 2)
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self.layer(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(torch.randn(32, 16), torch.randint(0, 2, (32,))), batch_size=8)
+
+    def trainer(epochs):
+        return L.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=[L.pytorch.callbacks.ModelCheckpoint(save_last=True)],
+                         plugins=[Sha256CheckpointIO.for_namespace(L.pytorch)])
+
+    with pytest.raises(Exception, match="invalid type for plugin"):  # why the namespace's own class is needed
+        L.Trainer(plugins=[Sha256CheckpointIO()])
+    trainer(1).fit(Tiny(), loader)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert (tmp_path / "checkpoints" / "last.ckpt.sha256").read_text().split()[0] == sha256_file(last)
+    _flip_one_bit_in_a_weight(last)
+    with pytest.raises(ChecksumMismatchError, match="last.ckpt"):
+        trainer(2).fit(Tiny(), loader, ckpt_path=str(last))

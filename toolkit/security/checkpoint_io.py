@@ -5,7 +5,9 @@ Kept apart from :mod:`toolkit.security.checkpoints` so that ``safe_load`` needs 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pytorch_lightning.plugins.io import TorchCheckpointIO
@@ -24,10 +26,27 @@ class Sha256CheckpointIO(TorchCheckpointIO):
     mismatch with :class:`ChecksumMismatchError`, and a file that is not a checkpoint with
     :class:`CorruptCheckpointError`. Removing a checkpoint (``save_top_k``) removes its digest too.
 
+    It is a ``pytorch_lightning`` plugin; a ``lightning.pytorch`` Trainer refuses those, so build
+    that one's with :meth:`for_namespace` (``Sha256CheckpointIO.for_namespace(lightning.pytorch)``).
+
     Args:
         require_sha256: refuse a checkpoint that has no ``.sha256`` beside it (default: load it
             unverified, e.g. one written by another tool).
     """
+
+    @classmethod
+    def for_namespace(cls, namespace: ModuleType, require_sha256: bool = False) -> "Sha256CheckpointIO":
+        """The plugin for a Trainer of ``namespace``: ``pytorch_lightning`` or ``lightning.pytorch``.
+
+        The ``lightning.pytorch`` one is also an instance of that package's ``CheckpointIO`` (which its
+        Trainer requires) and behaves the same.
+        """
+        name = getattr(namespace, "__name__", None)
+        if name == "pytorch_lightning":
+            return cls(require_sha256=require_sha256)
+        if name == "lightning.pytorch":
+            return _unified_class(cls)(require_sha256=require_sha256)
+        raise ValueError(f"namespace must be the module pytorch_lightning or lightning.pytorch, got {namespace!r}")
 
     def __init__(self, require_sha256: bool = False) -> None:
         if not isinstance(require_sha256, bool):
@@ -50,3 +69,11 @@ class Sha256CheckpointIO(TorchCheckpointIO):
     def remove_checkpoint(self, path: Any) -> None:
         super().remove_checkpoint(path)
         sidecar_path(path).unlink(missing_ok=True)
+
+
+@lru_cache(maxsize=None)
+def _unified_class(base: type) -> type:
+    from lightning.pytorch.plugins.io import TorchCheckpointIO as UnifiedTorchCheckpointIO
+
+    return type(base.__name__, (base, UnifiedTorchCheckpointIO), {"__module__": base.__module__,
+                                                                   "__doc__": base.__doc__})
