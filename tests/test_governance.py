@@ -70,6 +70,36 @@ def test_find_leakage_is_the_same_in_small_memory_chunks(monkeypatch):
     assert len(whole) > 10
 
 
+def _sklearn_radius_pairs(train, test, radius):
+    from sklearn.neighbors import NearestNeighbors
+
+    found = NearestNeighbors(radius=radius, algorithm="brute").fit(train).radius_neighbors(
+        test, return_distance=False)
+    return {(int(i), j) for j, row in enumerate(found) for i in row}
+
+
+@pytest.mark.parametrize("offset, radius", [(0.0, 6.0), (0.0, 10.0), (1e4, 6.0)])
+def test_near_duplicate_search_equals_sklearn_radius_neighbors(offset, radius):
+    """Digits plus noised copies (and far from the origin, where float32 products lose digits)."""
+    rng = np.random.default_rng(4)
+    x = DIGITS.data[:600]
+    x = np.concatenate([x, np.clip(x + rng.normal(0, 1.0, x.shape), 0, 16)]) + offset
+    train, test = x[::2], x[1::2]
+    leaks = find_leakage(train, test, threshold=radius)
+    assert set(zip(leaks.train_index, leaks.test_index)) == _sklearn_radius_pairs(train, test, radius)
+    pairs = find_duplicates(x, threshold=radius)
+    assert set(zip(pairs.i, pairs.j)) == {(i, j) for i, j in _sklearn_radius_pairs(x, x, radius) if i < j}
+    assert len(pairs) > 100
+
+
+def test_near_duplicate_search_keeps_pairs_exactly_at_the_threshold():
+    """Integer points 5 apart (3-4-5): the float32 candidate step must not drop a pair on the boundary."""
+    x = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0], [100.0, 100.0], [103.0, 104.0]])
+    assert find_duplicates(x, threshold=5.0)[["i", "j"]].values.tolist() == [[0, 1], [1, 2], [3, 4]]
+    test = np.array([[-3.0, -4.0], [6.0, 13.0]])
+    assert find_leakage(x[:3], test, threshold=5.0).values.tolist() == [[0, 0, 5.0], [2, 1, 5.0]]
+
+
 class _PlantedDataModule(ArrayDataModule):
     """Digits with three copies of sample 0 appended: wherever the split puts them, copies may leak."""
 
