@@ -1,4 +1,4 @@
-"""Exact and near-duplicate samples, and leakage of samples between splits.
+r"""Exact and near-duplicate samples, and leakage of samples between splits.
 
 A test sample that also sits (exactly, or up to a little noise) in the training split inflates test
 accuracy: the model is graded on what it memorized. Exact duplicates are found by comparing rows
