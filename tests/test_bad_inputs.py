@@ -759,6 +759,14 @@ bad("out_of_fold_probs-lengths", lambda: governance.out_of_fold_probs(np.zeros((
 numbers("out_of_fold_probs", lambda v: (lambda: governance.out_of_fold_probs(np.zeros((30, 2)), LAB, n_splits=v)),
         "n_splits", (1, True, 2.5))
 bad("out_of_fold_probs-nan", lambda: governance.out_of_fold_probs(np.full((30, 2), NAN), LAB), ValueError, "x")
+bad("out_of_fold_probs-module", lambda: governance.out_of_fold_probs(np.zeros((30, 2)), LAB, module=3), TypeError,
+    "module")
+numbers("out_of_fold_probs", lambda v: (lambda: governance.out_of_fold_probs(
+    np.zeros((30, 2)), LAB, module=lambda: None, max_epochs=v)), "max_epochs", (0, True, 2.5, NAN))
+numbers("out_of_fold_probs", lambda v: (lambda: governance.out_of_fold_probs(
+    np.zeros((30, 2)), LAB, module=lambda: None, batch_size=v)), "batch_size", (0, True, 2.5, INF))
+bad("dataset_card-unknown-field", lambda: governance.dataset_card(data.MoonsDataModule(), info={"limits": "x"}),
+    ValueError, "unknown fields")
 bad("detection_scores-dtype", lambda: governance.detection_scores(np.zeros(3), np.zeros(3, bool)), TypeError, "found")
 bad("detection_scores-shape", lambda: governance.detection_scores(np.zeros(3, bool), np.zeros(4, bool)), ValueError,
     "truth")

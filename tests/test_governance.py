@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
@@ -68,6 +69,36 @@ def test_find_leakage_is_the_same_in_small_memory_chunks(monkeypatch):
     monkeypatch.setattr(duplicates, "_CHUNK_DISTANCES", 200)    # two test rows per chunk
     pd.testing.assert_frame_equal(find_leakage(train, test, threshold=1.0), whole)
     assert len(whole) > 10
+
+
+def _sklearn_radius_pairs(train, test, radius):
+    from sklearn.neighbors import NearestNeighbors
+
+    found = NearestNeighbors(radius=radius, algorithm="brute").fit(train).radius_neighbors(
+        test, return_distance=False)
+    return {(int(i), j) for j, row in enumerate(found) for i in row}
+
+
+@pytest.mark.parametrize("offset, radius", [(0.0, 6.0), (0.0, 10.0), (1e4, 6.0)])
+def test_near_duplicate_search_equals_sklearn_radius_neighbors(offset, radius):
+    """Digits plus noised copies (and far from the origin, where float32 products lose digits)."""
+    rng = np.random.default_rng(4)
+    x = DIGITS.data[:600]
+    x = np.concatenate([x, np.clip(x + rng.normal(0, 1.0, x.shape), 0, 16)]) + offset
+    train, test = x[::2], x[1::2]
+    leaks = find_leakage(train, test, threshold=radius)
+    assert set(zip(leaks.train_index, leaks.test_index)) == _sklearn_radius_pairs(train, test, radius)
+    pairs = find_duplicates(x, threshold=radius)
+    assert set(zip(pairs.i, pairs.j)) == {(i, j) for i, j in _sklearn_radius_pairs(x, x, radius) if i < j}
+    assert len(pairs) > 100
+
+
+def test_near_duplicate_search_keeps_pairs_exactly_at_the_threshold():
+    """Integer points 5 apart (3-4-5): the float32 candidate step must not drop a pair on the boundary."""
+    x = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0], [100.0, 100.0], [103.0, 104.0]])
+    assert find_duplicates(x, threshold=5.0)[["i", "j"]].values.tolist() == [[0, 1], [1, 2], [3, 4]]
+    test = np.array([[-3.0, -4.0], [6.0, 13.0]])
+    assert find_leakage(x[:3], test, threshold=5.0).values.tolist() == [[0, 0, 5.0], [2, 1, 5.0]]
 
 
 class _PlantedDataModule(ArrayDataModule):
@@ -170,6 +201,49 @@ def test_worst_slice_finds_the_planted_bad_class():
     assert worst_slice(frame, "ece")[0] == "2"
 
 
+class _CountingModule(pl.LightningModule):
+    """Predicts the label frequencies of the samples it was trained on: an exact oracle for out-of-fold."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.register_buffer("counts", torch.zeros(num_classes))
+
+    def training_step(self, batch, batch_idx):
+        if self.current_epoch == 0:
+            self.counts += torch.bincount(batch[1], minlength=len(self.counts)).float()
+        return (self.weight * 0).sum()
+
+    def predict_step(self, batch, batch_idx):
+        return torch.log(self.counts / self.counts.sum()).expand(len(batch[0]), -1)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_out_of_fold_probs_of_a_module_come_only_from_the_other_folds():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 90)
+    x = rng.normal(size=(90, 2, 2))
+    probs = out_of_fold_probs(x, labels, n_splits=3, seed=7, module=_CountingModule, max_epochs=2, batch_size=16)
+    for train, held_out in StratifiedKFold(3, shuffle=True, random_state=7).split(x.reshape(90, -1), labels):
+        expected = np.bincount(labels[train], minlength=3) / len(train)
+        np.testing.assert_allclose(probs[held_out], np.tile(expected, (len(held_out), 1)), rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_out_of_fold_probs_of_the_course_mlp_find_flipped_digits():
+    from toolkit.models import MLP
+    from toolkit.training import ClassifierModule
+
+    x, y = DIGITS.data[:600] / 16, DIGITS.target[:600]
+    noisy, flipped = inject_label_noise(y, 0.1, seed=0)
+    probs = out_of_fold_probs(x.astype(np.float32), noisy, n_splits=3, module=lambda: ClassifierModule(
+        MLP(64, 10), 10, lr=3e-3), max_epochs=15)
+    assert accuracy_score(y, probs.argmax(1)) > 0.85
+    assert detection_scores(find_label_issues(noisy, probs), flipped)["recall"] > 0.7
+
+
 # ---- dataset card and manifests --------------------------------------------------------------------
 def test_dataset_card_reports_the_modules_splits_and_checksums():
     dm = DigitsDataModule()
@@ -178,6 +252,86 @@ def test_dataset_card_reports_the_modules_splits_and_checksums():
     for split, info in manifest["splits"].items():
         assert f"| {split} | {info['size']} |" in card and info["sha256"][:12] in card
     assert manifest["data_sha256"] in card and "CC BY 4.0" in card and "matches `digits.json`" in card
+
+
+def _card_text(name):
+    from toolkit.governance.card import DATASET_INFO
+
+    return " ".join(DATASET_INFO[name].values())
+
+
+def test_digits_card_states_the_writers_of_the_part_sklearn_ships():
+    """sklearn's DESCR: 'From a total of 43 people, 30 contributed to the training set and different 13 to
+    the test set', and load_digits is the test set: the card must say 13 writers, never 43."""
+    import re
+
+    descr = " ".join(DIGITS.DESCR.split())
+    assert "This is a copy of the test set" in descr
+    total, train, test = map(int, re.search(r"total of (\d+) people, (\d+) contributed to the training set "
+                                            r"and different (\d+) to the test set", descr).groups())
+    card = dataset_card(DigitsDataModule())
+    assert f"written by {test} writers" in card and f"{total} writers" not in card
+    assert f"{train} wrote the UCI training part, {test} others the test part" in card
+    instances = int(re.search(r":Number of Instances: (\d+)", descr).group(1))
+    assert f"{instances:,} images" in card and f"{instances:,} samples" in card  # the text and the data
+    assert re.search(r"integer pixels in the range 0\.\.(\d+)", descr).group(1) == "16" and "0..16" in card
+    assert "leakage" in card
+
+
+def test_breast_cancer_card_matches_sklearn_description():
+    import re
+
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    descr = " ".join(data.DESCR.split())
+    malignant, benign = map(int, re.search(r"Class Distribution: (\d+) - Malignant, (\d+) - Benign", descr).groups())
+    assert (malignant, benign) == tuple(np.bincount(data.target))
+    text = _card_text("breast_cancer")
+    assert f"{malignant} malignant (class 0) and {benign} benign (class 1)" in text
+    assert f"{len(data.target)} samples" in text and f"{data.data.shape[1]} real-valued features" in text
+    for name in ("Wolberg", "Street", "Mangasarian"):
+        assert name in descr and name in text
+
+
+def test_mnist1d_card_matches_the_generators_arguments_and_license():
+    from importlib.metadata import metadata
+
+    import mnist1d.data
+
+    args = vars(mnist1d.data.get_dataset_args())
+    text = _card_text("mnist1d")
+    low, high = args["padding"]
+    assert f"padded with {low}-{high} zeros" in text and f"resampled to {args['final_seq_length']} points" in text
+    assert f"templates of {args['template_len']} points" in text and f"default {args['num_samples']:,}" in text
+    for knob in ("scale_coeff", "corr_noise_scale", "iid_noise_scale", "shear_scale"):
+        assert f"{knob} {args[knob]}" in text, knob
+    assert f"up to {args['max_translation']} points (max_translation)" in text
+    assert f"generator code is {metadata('mnist1d')['License']}" in text
+
+
+def test_every_card_has_gebrus_seven_sections_filled():
+    from toolkit.data import BreastCancerDataModule, MNIST1DDataModule
+    from toolkit.governance.card import SECTIONS
+
+    for dm in (DigitsDataModule(), BreastCancerDataModule(), MoonsDataModule(), MNIST1DDataModule()):
+        card = dataset_card(dm)
+        positions = [card.index(f"## {title}\n") for _, title in SECTIONS]
+        assert positions == sorted(positions) and "not documented" not in card, dm.name
+
+
+def test_datasheets_in_datasets_folder_have_the_seven_sections_and_the_right_writers():
+    from pathlib import Path
+
+    from toolkit.governance.card import SECTIONS
+
+    folder = Path(__file__).resolve().parents[1] / "datasets"
+    for name in ("digits", "breast_cancer", "moons", "mnist1d"):
+        sheet = (folder / f"{name}.md").read_text()
+        for _, title in SECTIONS:
+            assert f"## {title}" in sheet, (name, title)
+    digits = (folder / "digits.md").read_text()
+    assert "13 writers" in digits and "43 writers" not in digits
 
 
 def test_verify_splits_names_the_mismatch(tmp_path):
@@ -221,6 +375,12 @@ def test_verify_splits_names_the_mismatch(tmp_path):
     (lambda: worst_slice(pd.DataFrame({"accuracy": [1.0]})), ValueError, "slice_metrics"),
     (lambda: dataset_card(MoonsDataModule(), info="x"), TypeError, "info"),
     (lambda: dataset_card(object()), TypeError, "datamodule"),
+    (lambda: dataset_card(MoonsDataModule(), info={"limits": "x"}), ValueError, "unknown fields"),
+    (lambda: out_of_fold_probs(np.zeros((4, 2)), np.arange(4), module="mlp"), TypeError, "module"),
+    (lambda: out_of_fold_probs(np.zeros((4, 2)), np.arange(4), module=_CountingModule, max_epochs=0), ValueError,
+     "max_epochs"),
+    (lambda: out_of_fold_probs(np.zeros((4, 2)), np.arange(4), module=_CountingModule, estimator=LogisticRegression()),
+     ValueError, "not both"),
 ])
 def test_bad_input_raises_a_clear_error(call, error, match):
     with pytest.raises(error, match=match):

@@ -1,10 +1,14 @@
-"""Exact and near-duplicate samples, and leakage of samples between splits.
+r"""Exact and near-duplicate samples, and leakage of samples between splits.
 
 A test sample that also sits (exactly, or up to a little noise) in the training split inflates test
 accuracy: the model is graded on what it memorized. Exact duplicates are found by comparing rows
-byte for byte; near duplicates by exact Euclidean distances (``scipy.spatial.distance.cdist`` in
-memory-bounded chunks: in 64 dimensions trees lose to brute force) in the raw feature space, with
-``threshold`` in the units of the features.
+byte for byte; near duplicates by a radius search in the raw feature space, with ``threshold`` in
+the units of the features. The search is brute force (in 64 dimensions trees lose to it) in two
+steps: candidates from squared distances written as one matrix product,
+:math:`\lVert a-b\rVert^2 = \lVert a\rVert^2 + \lVert b\rVert^2 - 2\,a\cdot b` (float32 BLAS on centred
+rows, in memory-bounded chunks), kept with a margin above the bound of its rounding error, then
+every candidate's distance recomputed in float64 from the difference of the two rows, which decides. The result equals an exact search
+(``scipy.spatial.distance.cdist``, or scikit-learn's ``NearestNeighbors.radius_neighbors``).
 
 Example:
     >>> x = np.array([[0.0, 1.0], [5.0, 5.0], [0.0, 1.0]])
@@ -23,7 +27,8 @@ __all__ = ["find_duplicates", "find_leakage", "split_leakage"]
 
 _PAIR_COLUMNS = ("i", "j", "distance")
 _LEAK_COLUMNS = ("train_index", "test_index", "distance")
-_CHUNK_DISTANCES = 4_000_000  # distances held in memory at once (32 MB of float64)
+_CHUNK_DISTANCES = 1_000_000  # candidate products held in memory at once (4 MB of float32)
+_ROUNDING_MARGIN = 4.0  # candidate margin, in units of the matrix product's rounding-error bound
 
 
 def _as_matrix(name: str, x: Any) -> np.ndarray:
@@ -59,16 +64,46 @@ def _exact_pairs(a: np.ndarray, b: np.ndarray | None) -> list[tuple[int, int, fl
     return [(i, j, 0.0) for j, row in enumerate(b) for i in index.get(row.tobytes(), [])]
 
 
-def _radius_pairs(a: np.ndarray, b: np.ndarray, radius: float) -> list[tuple[int, int, float]]:
-    """Pairs ``(i in a, j in b, distance)`` within ``radius``, by exact distances in memory-bounded chunks."""
-    from scipy.spatial.distance import cdist
+def _radius_pairs(a: np.ndarray, b: np.ndarray, radius: float,
+                  lower: bool = False) -> list[tuple[int, int, float]]:
+    """Pairs ``(i in a, j in b, distance)`` within ``radius``: matrix-product candidates, exact recheck.
 
-    pairs = []
+    ``lower=True`` (``a is b``) searches only the pairs ``i < j``, half the products.
+    """
+    if not np.isfinite(radius):  # every pair: the exact distances directly
+        from scipy.spatial.distance import cdist
+
+        distances = cdist(a, b)
+        i, j = np.nonzero(np.triu(distances <= radius, k=1) if lower else distances <= radius)
+        return list(zip(i.tolist(), j.tolist(), distances[i, j].tolist()))
+    # candidates in float32 on centred rows (distances do not move, norms shrink). One product gives
+    # |a|^2 - 2 a.b - bound(b) for all pairs: rows [b, 1, -bound(b)] times columns [-2a, |a|^2, 1]
+    center = a.mean(0) if len(a) else np.zeros(a.shape[1])
+    a_c, b_c = a - center, b - center
+    norms_a, norms_b = np.einsum("ij,ij->i", a_c, a_c), np.einsum("ij,ij->i", b_c, b_c)
+    # float32 rounding of the inputs and of the (d + 2)-term dot products moves each product by at most
+    # ~(2d + 12) u (|a|^2 + |b|^2 + |bound|), u the unit roundoff; the margin is _ROUNDING_MARGIN times that
+    unit = float(np.finfo(np.float32).eps) / 2
+    margin = _ROUNDING_MARGIN * (2 * a.shape[1] + 12) * unit * (
+        norms_a.max(initial=0.0) + 2 * norms_b + 2 * radius * radius)
+    # |a - b|^2 <= r^2  <=>  |a|^2 - 2 a.b <= r^2 - |b|^2 (+ margin)  =: bound(b)
+    bound = radius * radius - norms_b + margin
+    columns_a = np.hstack([-2 * a_c, norms_a[:, None], np.ones((len(a), 1))]).astype(np.float32)
+    rows_b = np.hstack([b_c, np.ones((len(b), 1)), -bound[:, None]]).astype(np.float32)
+    pairs: list[tuple[int, int, float]] = []
     step = max(1, _CHUNK_DISTANCES // max(len(a), 1))
     for start in range(0, len(b), step):
-        distances = cdist(a, b[start:start + step])
-        i, j = np.nonzero(distances <= radius)
-        pairs += zip(i.tolist(), (j + start).tolist(), distances[i, j].tolist())
+        stop = min(start + step, len(b))
+        columns = stop if lower else len(a)             # lower: only rows of a before this chunk's end
+        excess = rows_b[start:stop] @ columns_a[:columns].T
+        j, i = np.divmod(np.flatnonzero(excess <= 0), columns)
+        j += start
+        if lower:
+            i, j = i[i < j], j[i < j]
+        difference = a[i] - b[j]                         # the exact recheck decides
+        distances = np.sqrt(np.einsum("ij,ij->i", difference, difference))
+        keep = distances <= radius
+        pairs += zip(i[keep].tolist(), j[keep].tolist(), distances[keep].tolist())
     return pairs
 
 
@@ -88,7 +123,7 @@ def find_duplicates(x: Any, threshold: float = 0.0) -> pd.DataFrame:
     if threshold == 0:
         pairs = _exact_pairs(x, None)
     else:
-        pairs = [(j, i, d) for i, j, d in _radius_pairs(x, x, threshold) if j < i]
+        pairs = _radius_pairs(x, x, threshold, lower=True)
     frame = pd.DataFrame(pairs, columns=list(_PAIR_COLUMNS))
     return frame.sort_values(["i", "j"], ignore_index=True).astype({"i": int, "j": int})
 

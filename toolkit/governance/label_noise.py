@@ -56,39 +56,92 @@ def inject_label_noise(labels: Any, rate: float, num_classes: int | None = None,
     return flip_labels(labels, rate, num_classes, kind="symmetric", seed=seed)
 
 
-def out_of_fold_probs(x: Any, labels: Any, n_splits: int = 5, seed: int = 0, estimator: Any = None) -> np.ndarray:
+def out_of_fold_probs(x: Any, labels: Any, n_splits: int = 5, seed: int = 0, estimator: Any = None,
+                      module: Any = None, max_epochs: int = 10, batch_size: int = 64) -> np.ndarray:
     """Predicted probabilities of every sample from a model trained on the other folds.
 
     Args:
-        x: samples ``(N, ...)``, flattened to features.
+        x: samples ``(N, ...)``; flattened to features for a scikit-learn estimator, kept in their
+            shape (as float32) for a ``module``.
         labels: ``(N,)`` integer labels (possibly noisy).
         n_splits: stratified folds, ``>= 2``.
-        seed: seeds the fold assignment.
+        seed: seeds the fold assignment and, for a ``module``, each fold's run (``seed + fold``).
         estimator: any scikit-learn classifier with ``predict_proba`` (default: standardization and
             multinomial logistic regression).
+        module: instead of ``estimator``, a zero-argument factory of a LightningModule whose
+            ``predict_step`` returns logits (e.g. ``lambda: ClassifierModule(MLP(40, 10), 10)``):
+            trained on each fold's other folds with :func:`toolkit.training.fit` (no validation, no
+            checkpoints), its softmax taken on the held-out fold.
+        max_epochs, batch_size: the ``module``'s training, both ``>= 1``.
 
     Returns:
         ``(N, C)`` probabilities, columns in class order ``0..C-1``.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.model_selection import StratifiedKFold
 
     labels = _labels("labels", labels)
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    x = np.asarray(x, dtype=np.float64)
     if x.size and not np.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values: impute or drop them first")
     if len(x) != len(labels):
         raise ValueError(f"x and labels must have the same length, got {len(x)} and {len(labels)}")
     if isinstance(n_splits, bool) or not isinstance(n_splits, int) or n_splits < 2:
         raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    if module is not None:
+        if estimator is not None:
+            raise ValueError("pass estimator (scikit-learn) or module (a LightningModule factory), not both")
+        if not callable(module):
+            raise TypeError(f"module must be a zero-argument factory of a LightningModule, got {type(module).__name__}")
+        for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        return _module_out_of_fold(x.astype(np.float32), labels, folds, module, max_epochs, batch_size, seed)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if estimator is None:
         estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=1.0))
-    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return cross_val_predict(estimator, x, labels, cv=folds, method="predict_proba")
+    return cross_val_predict(estimator, x.reshape(len(x), -1), labels, cv=folds, method="predict_proba")
+
+
+def _module_out_of_fold(x: np.ndarray, labels: np.ndarray, folds: Any, module: Any, max_epochs: int,
+                        batch_size: int, seed: int) -> np.ndarray:
+    """Out-of-fold softmax of a LightningModule factory, one :func:`toolkit.training.fit` per fold."""
+    import tempfile
+
+    import pytorch_lightning as pl
+    import torch
+
+    from toolkit.data import TensorBatchLoader
+    from toolkit.training import fit, predict_logits
+
+    class _Fold(pl.LightningDataModule):
+        def __init__(self, train: np.ndarray) -> None:
+            super().__init__()
+            self.x, self.y = torch.from_numpy(x[train]), torch.from_numpy(labels[train])
+
+        def train_dataloader(self) -> TensorBatchLoader:
+            return TensorBatchLoader(self.x, self.y, batch_size=batch_size, shuffle=True, seed=seed)
+
+    probs = None
+    with tempfile.TemporaryDirectory() as runs_dir:
+        for fold, (train, held_out) in enumerate(folds.split(np.zeros(len(labels)), labels)):
+            with warnings.catch_warnings():  # there is deliberately no validation split
+                warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+                result = fit(module, _Fold(train), max_epochs=max_epochs, seed=seed + fold, test=False,
+                             runs_dir=runs_dir, enable_checkpointing=False, enable_progress_bar=False,
+                             limit_val_batches=0)
+            loader = TensorBatchLoader(torch.from_numpy(x[held_out]), batch_size=max(batch_size, 256))
+            fold_probs = torch.softmax(predict_logits(result.module, loader).double(), dim=1).numpy()
+            if probs is None:
+                probs = np.zeros((len(labels), fold_probs.shape[1]))
+            probs[held_out] = fold_probs
+    return probs
 
 
 PROB_SUM_ATOL = 1e-3  # rows of probabilities must sum to 1 within this tolerance
