@@ -93,6 +93,36 @@ def test_drop_block_seed_rate_exceeds_the_papers_approximation_which_ignores_ove
     assert drop_block_seed_rate(0.0, block, side, side) == 0.0
 
 
+def _drop_block_by_max_pool(x, drop_prob, block_size):
+    """The paper's construction (Ghiasi et al., 2018, Algorithm 1): Bernoulli seeds on the valid origins,
+    each grown to a block_size x block_size square by a stride-1 max-pool, survivors scaled by numel / kept."""
+    height, width = x.shape[-2:]
+    rate = drop_block_seed_rate(drop_prob, block_size, height, width)
+    origins_h, origins_w = height - block_size + 1, width - block_size + 1
+    seeds = torch.empty(*x.shape[:2], origins_h, origins_w, dtype=x.dtype).bernoulli_(rate)
+    padded = F.pad(seeds, (block_size - 1, width - origins_w, block_size - 1, height - origins_h))
+    keep = 1.0 - F.max_pool2d(padded, kernel_size=block_size, stride=1)
+    return x * keep * (keep.numel() / keep.sum().clamp_min(1.0))
+
+
+@pytest.mark.parametrize("drop_prob, block_size, shape", [(0.2, 3, (8, 4, 16, 16)), (0.5, 5, (4, 3, 12, 9)),
+                                                         (0.1, 1, (2, 2, 5, 5)), (0.3, 7, (3, 2, 7, 11)),
+                                                         (0.6, 2, (5, 3, 6, 4))])
+def test_drop_block_equals_the_max_pool_construction_for_the_same_seeds(drop_prob, block_size, shape):
+    x = torch.randn(shape)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        expected = _drop_block_by_max_pool(x, drop_prob, block_size)
+        torch.manual_seed(seed)
+        assert torch.equal(drop_block_2d(x, drop_prob, block_size), expected)
+    # the gradient is the same mask: d(sum y)/dx = keep * scale
+    torch.manual_seed(0)
+    leaf = x.clone().requires_grad_(True)
+    drop_block_2d(leaf, drop_prob, block_size).sum().backward()
+    torch.manual_seed(0)
+    torch.testing.assert_close(leaf.grad, _drop_block_by_max_pool(torch.ones(shape), drop_prob, block_size))
+
+
 @pytest.mark.parametrize("block_size", [1, 2, 3, 4])
 def test_drop_block_zeroes_contiguous_squares_of_the_block_size(block_size):
     torch.manual_seed(0)

@@ -10,7 +10,6 @@ import math
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from toolkit.regularization._checks import check_positive_int, check_prob, check_rank, check_tensor
@@ -126,14 +125,21 @@ def drop_block_2d(x: Tensor, drop_prob: float = 0.1, block_size: int = 3, traini
     if not training or drop_prob == 0.0:
         return x
     rate = drop_block_seed_rate(float(drop_prob), block_size, height, width)
+    batch, channels = x.shape[:2]
     origins_h, origins_w = height - block_size + 1, width - block_size + 1
-    seeds = torch.empty(x.shape[0], x.shape[1], origins_h, origins_w, dtype=x.dtype, device=x.device).bernoulli_(rate)
-    # a seed at (a, b) covers [a, a + b_s) x [b, b + b_s): pad left/top by b_s - 1 and max-pool
-    padded = F.pad(seeds, (block_size - 1, width - origins_w, block_size - 1, height - origins_h))
-    dropped = F.max_pool2d(padded, kernel_size=block_size, stride=1)
-    keep = 1.0 - dropped
-    scale = keep.numel() / keep.sum().clamp_min(1.0)
-    return x * keep * scale
+    seeds = torch.empty(batch, channels, origins_h, origins_w, dtype=x.dtype, device=x.device).bernoulli_(rate)
+    # a seed at (a, b) covers [a, a + b_s) x [b, b + b_s). Grow the blocks separably with shifted in-place
+    # adds (count the seeds covering each pixel, first along the width, then along the height): the same
+    # set as a stride-1 max-pool over the padded seeds, at a fraction of its cost
+    rows = seeds.new_zeros(batch, channels, origins_h, width)
+    for shift in range(block_size):
+        rows[..., shift:shift + origins_w].add_(seeds)
+    covered = rows.new_zeros(batch, channels, height, width)
+    for shift in range(block_size):
+        covered[..., shift:shift + origins_h, :].add_(rows)
+    keep = covered.eq_(0)  # 1.0 where no block covers the pixel, in x's dtype
+    kept = keep.sum(dtype=torch.promote_types(x.dtype, torch.float32)).clamp_min(1.0)
+    return x * keep.mul_(keep.numel() / kept)
 
 
 class DropBlock2d(nn.Module):
