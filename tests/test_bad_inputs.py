@@ -619,6 +619,20 @@ bad("count_parameters-flag", lambda: cost.count_parameters(linear(), trainable_o
 bad("model_size_bytes-model", lambda: cost.model_size_bytes({}), TypeError, "model")
 bad("weight_sparsity-model", lambda: cost.weight_sparsity(3), TypeError, "model")
 bad("compile_model-model", lambda: cost.compile_model("m"), TypeError, "model")
+bad("training_memory-model", lambda: cost.training_memory("m", torch.optim.SGD, X4), TypeError, "model")
+bad("training_memory-optimizer", lambda: cost.training_memory(linear(), "adamw", X4), TypeError, "optimizer")
+bad("training_memory-optimizer-built", lambda: cost.training_memory(linear(), lambda params: 3, X4), TypeError,
+    "optimizer")
+bad("training_memory-optimizer-foreign", lambda: cost.training_memory(
+    linear(), torch.optim.SGD(linear().parameters()), X4), ValueError, "optimizer")
+bad("training_memory-example", lambda: cost.training_memory(linear(), torch.optim.SGD, X4.numpy()), TypeError,
+    "example")
+bad("training_memory-example-shape", lambda: cost.training_memory(linear(), torch.optim.SGD, torch.zeros(2, 5)),
+    ValueError, "example")
+bad("training_memory-frozen", lambda: cost.training_memory(linear().requires_grad_(False), torch.optim.SGD, X4),
+    ValueError, "model")
+bad("training_memory-logits_fn", lambda: cost.training_memory(linear(), torch.optim.SGD, X4, logits_fn=3),
+    TypeError, "logits_fn")
 
 # =================================================================================================
 # security

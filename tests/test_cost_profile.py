@@ -39,6 +39,44 @@ def test_conv_flops_follow_the_closed_form():
     assert count_flops(model, torch.randn(2, c_in, side, side)) == 2 * c_in * k * k * c_out * side * side
 
 
+def _encoder_flops_per_sample(tokens, dim, hidden, depth):
+    """Hand count of a transformer encoder's matrix products per sample: Q, K and V projections
+    (3 * 2*T*d*d), Q K^T and attention times V (2 * 2*T*T*d), the output projection (2*T*d*d) and
+    the feed-forward block (2 * 2*T*d*hidden), per layer."""
+    per_layer = 3 * 2 * tokens * dim * dim + 2 * 2 * tokens * tokens * dim + 2 * tokens * dim * dim \
+        + 2 * 2 * tokens * dim * hidden
+    return depth * per_layer
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_flops_match_a_hand_count_in_eval_and_training(norm_first):
+    """nn.TransformerEncoderLayer's fused fast path (eval, no grad) and the fused CPU attention kernel
+    are invisible to FlopCounterMode; count_flops must still see every product."""
+    tokens, dim, hidden, depth = 9, 16, 40, 2
+    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(dim, 4, hidden, dropout=0.0, batch_first=True,
+                                                             norm_first=norm_first), depth,
+                                  enable_nested_tensor=False)
+    example = torch.randn(3, tokens, dim)
+    forward = _encoder_flops_per_sample(tokens, dim, hidden, depth)
+    assert count_flops(model, example) == forward
+    # backward: a gradient for both operands of every product (2x forward), except the input gradient
+    # of the first Q, K, V projections when they read the raw tokens (post-norm); pre-norm, they read
+    # a LayerNorm output, which has parameters and so needs its gradient
+    first_qkv_input_grad = 0 if norm_first else 3 * 2 * tokens * dim * dim
+    assert count_flops(model, example, backward=True) == 3 * forward - first_qkv_input_grad
+    assert torch.backends.mha.get_fastpath_enabled(), "the fast path is switched back on afterwards"
+
+
+def test_tiny_vit_flops_include_attention():
+    from toolkit.models import TinyViT
+    model = TinyViT(image_size=8, patch_size=2, dim=32, depth=2, heads=4, mlp_ratio=2.0)
+    tokens = (8 // 2) ** 2 + 1  # 16 patches and the class token
+    patch_embed = 16 * 2 * (2 * 2) * 32
+    head = 2 * 32 * 10
+    expected = patch_embed + _encoder_flops_per_sample(tokens, 32, 64, 2) + head
+    assert count_flops(model, torch.randn(2, 1, 8, 8)) == expected
+
+
 def test_parameter_counts_match_the_layer_shapes():
     model = MLP(64, 10, hidden_sizes=(32,))
     assert count_parameters(model) == 64 * 32 + 32 + 32 * 10 + 10

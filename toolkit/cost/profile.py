@@ -16,18 +16,20 @@ same model, so every model is timed with its weights warm in cache, as in a busy
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import statistics
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from toolkit._structure import check_hook, output_logits
@@ -129,13 +131,35 @@ def count_parameters(model: nn.Module, trainable_only: bool = False, nonzero: bo
     return total
 
 
+@contextlib.contextmanager
+def _countable_attention() -> Iterator[None]:
+    """Run attention on paths that ``FlopCounterMode`` sees, and restore the settings afterwards.
+
+    In eval mode without gradients ``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention`` take
+    a fused fast path (``torch._transformer_encoder_layer_fwd``, ``torch._native_multi_head_attention``)
+    whose matrix products the counter does not see; and on a CPU ``scaled_dot_product_attention``
+    calls a fused kernel the counter has no formula for. With the fast path off and the math backend
+    of attention, every product is an ``mm``/``bmm``/``addmm`` the counter counts (same results).
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
 def count_flops(model: nn.Module, example: Tensor, backward: bool = False,
                 logits_fn: Callable[[Any], Tensor] | None = None) -> float:
     """FLOPs per sample of a forward pass (``backward``: forward plus backward, i.e. a training step).
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` on ``example`` and divided by its batch size.
     The backward pass of a ``Linear`` layer costs twice its forward (gradients of the input and of the
-    weight), except for the first layer, whose input needs no gradient.
+    weight), except for the first layer, whose input needs no gradient. Attention is counted on its
+    unfused path (PyTorch's transformer fast path and fused CPU attention kernel hide their matrix
+    products from the counter), so a transformer's ``Q K^T`` and attention-times-``V`` products count,
+    ``2 * tokens**2 * dim`` FLOPs each per sample and layer.
 
     Example:
         >>> count_flops(nn.Linear(64, 10), torch.randn(4, 64))
@@ -146,13 +170,13 @@ def count_flops(model: nn.Module, example: Tensor, backward: bool = False,
     check_hook("logits_fn", logits_fn)
     if backward:  # a copy in train mode: the model's gradients and norm statistics stay untouched
         work = copy.deepcopy(model).train()
-        with FlopCounterMode(display=False) as counter:
+        with _countable_attention(), FlopCounterMode(display=False) as counter:
             (logits_fn or output_logits)(_run_example(work, example)).float().sum().backward()
         return counter.get_total_flops() / _rows(example)
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with _countable_attention(), FlopCounterMode(display=False) as counter, torch.no_grad():
             _run_example(model, example)
     finally:
         model.train(was_training)
