@@ -46,13 +46,14 @@ class AdversarialClassifierModule(ClassifierModule):
         step_size: per step in pixel units; default ``2.5 * epsilon / attack_steps`` (PGD) or
             ``1.25 * epsilon`` (FGSM-RS).
         norm: "linf" or "l2".
-        input_range: model-input values of pixel 0 and 1 (``DigitsDataModule.input_range``), or None.
+        input_range: model-input values of pixel 0 and 1 (``DigitsDataModule.input_range``), or None
+            (default: unbounded inputs, nothing clamped, epsilon in input units).
         clean_weight: share of the loss on clean inputs, in ``[0, 1)`` (0: pure adversarial training).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, epsilon: float, attack: str = "pgd",
                  attack_steps: int = 7, step_size: float | None = None, norm: str = "linf",
-                 input_range: Sequence[float] | None = (0.0, 1.0), clean_weight: float = 0.0,
+                 input_range: Sequence[float] | None = None, clean_weight: float = 0.0,
                  **kwargs: Any) -> None:
         super().__init__(backbone, num_classes, **kwargs)
         _check_number("epsilon", epsilon, strict=True)
