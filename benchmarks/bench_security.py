@@ -26,7 +26,7 @@ from toolkit.security import apgd, pgd, robust_accuracy
 
 STEPS = 10
 EPSILON = 0.1
-REPEATS = 7
+REPEATS = 21
 BATCH_SIZE = 128
 
 
@@ -112,7 +112,7 @@ def bench(name: str, model: torch.nn.Module, dm: DigitsDataModule) -> None:
         pass
     print(name)
     for side, (seconds, ratio) in _interleaved(fns).items():
-        print(f"  {side:26s} {seconds * 1000:8.2f} ms  {ratio:5.2f}x the toolkit's pgd")
+        print(f"  {side:26s} {seconds * 1000:8.2f} ms  {ratio:5.2f}x the toolkit pgd's time")
 
 
 def main() -> None:
@@ -121,7 +121,7 @@ def main() -> None:
     torch.set_num_threads(parser.parse_args().threads)
     torch.manual_seed(0)
     print(f"PGD-{STEPS}, L-inf, epsilon {EPSILON}, batch {BATCH_SIZE}, median of {REPEATS}, "
-          f"{torch.get_num_threads()} threads (ratio = toolkit speed / reference speed)")
+          f"{torch.get_num_threads()} threads, CPU time (ratio = its time / the toolkit pgd's time)")
     flat = DigitsDataModule(image_size=8, flatten=True)
     bench("MLP(64-128-10), 8x8", MLP(64, 10, hidden_sizes=(128,)), flat)
     images = DigitsDataModule(image_size=16)

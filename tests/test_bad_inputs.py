@@ -657,7 +657,7 @@ def acm(**kwargs):
 
 
 numbers("AdversarialClassifierModule", lambda v: acm(epsilon=v), "epsilon", (-0.1, NAN, INF, True))
-numbers("AdversarialClassifierModule", lambda v: acm(attack=v), "attack", ("fgsm", None))
+numbers("AdversarialClassifierModule", lambda v: acm(attack=v), "attack", ("cw", None))
 numbers("AdversarialClassifierModule", lambda v: acm(attack_steps=v), "attack_steps", (0, True))
 numbers("AdversarialClassifierModule", lambda v: acm(clean_weight=v), "clean_weight", (-0.1, 1.5, NAN))
 numbers("RobustAccuracyCallback", lambda v: (lambda: security.RobustAccuracyCallback(epsilon=v)), "epsilon",

@@ -186,8 +186,8 @@ class _Ball:
     def random_point(self, generator: torch.Generator | None) -> Tensor:
         x = self.inputs
         if self.norm == "linf":
-            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            return self.project_(x + (2 * noise - 1) * self.epsilon)
+            noise = torch.empty(x.shape, dtype=x.dtype).uniform_(-self.epsilon, self.epsilon, generator=generator)
+            return self.project_(noise.to(x.device).add_(x))
         # uniform in the L2 ball: gaussian direction, radius epsilon * U^(1/d)
         direction = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         direction = direction / _per_sample_norm(direction)
@@ -451,18 +451,19 @@ def _apgd_run(model: nn.Module, ball: _Ball, targets: Tensor, x_adv: Tensor, ste
     shape = (n,) + (1,) * (x_adv.dim() - 1)
     checkpoints = set(apgd_checkpoints(steps))
 
-    def evaluate(x: Tensor, grad: bool) -> tuple[Tensor, Tensor | None, Tensor]:
+    def evaluate(x: Tensor, grad: bool, first: bool = False) -> tuple[Tensor, Tensor | None, Tensor]:
         x = x.detach().requires_grad_(grad)
         with torch.set_grad_enabled(grad):
             logits = logits_fn(model(x))
-            _check_targets_fit(logits, targets, class_targets)
+            if first:
+                _check_targets_fit(logits, targets, class_targets)
             value = _sample_losses(objective(logits, targets), n, "apgd")
             g = torch.autograd.grad(value.sum(), x)[0] if grad else None
         wrong = logits.argmax(1) != targets if classify and logits.dim() == 2 else torch.zeros_like(value, dtype=torch.bool)
         return value.detach(), g, wrong
 
     eta = torch.full(shape, 2 * eps, dtype=x_adv.dtype, device=x_adv.device)
-    value, grad, wrong = evaluate(x_adv, True)
+    value, grad, wrong = evaluate(x_adv, True, first=True)
     x_max, grad_max, f_max = x_adv.clone(), grad.clone(), value.clone()
     x_fool, fooled = x_adv.clone(), wrong.clone()
     x_prev = x_adv.clone()
