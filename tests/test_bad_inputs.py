@@ -646,10 +646,20 @@ for name, fn in (("pgd", security.pgd), ("fgsm", security.fgsm)):
     bad(f"{name}-targets-length", lambda f=fn: f(linear(), X4, Y4[:3], 0.1), ValueError, "targets")
     bad(f"{name}-targets-range", lambda f=fn: f(linear(), X4, torch.full((8,), 5), 0.1), ValueError, "targets")
     bad(f"{name}-targets-float", lambda f=fn: f(linear(), X4, Y4.float(), 0.1), TypeError, "targets")
-    bad(f"{name}-inputs-range", lambda f=fn: f(linear(), X4 * 5, Y4, 0.1), ValueError, "inputs")
+    bad(f"{name}-inputs-range", lambda f=fn: f(linear(), X4 * 5, Y4, 0.1, input_range=(0.0, 1.0)), ValueError, "inputs")
     bad(f"{name}-inputs-nan", lambda f=fn: f(linear(), torch.full((8, 4), NAN), Y4, 0.1), ValueError, "inputs")
     bad(f"{name}-model", lambda f=fn: f("m", X4, Y4, 0.1), TypeError, "model")
 numbers("pgd", lambda v: (lambda: security.pgd(linear(), X4, Y4, 0.1, steps=v)), "steps", (0, True, 2.5))
+numbers("pgd", lambda v: (lambda: security.pgd(linear(), X4, Y4, 0.1, restarts=v)), "restarts", (0, True, 2.5))
+numbers("pgd", lambda v: (lambda: security.pgd(linear(), X4, Y4, 0.1, loss=v)), "loss", ("cw", None))
+numbers("apgd", lambda v: (lambda: security.apgd(linear(), X4, Y4, v)), "epsilon", (-0.1, NAN, True))
+numbers("apgd", lambda v: (lambda: security.apgd(linear(), X4, Y4, 0.1, steps=v)), "steps", (0, True))
+numbers("apgd", lambda v: (lambda: security.apgd(linear(), X4, Y4, 0.1, restarts=v)), "restarts", (0, 1.5))
+numbers("apgd", lambda v: (lambda: security.apgd(linear(), X4, Y4, 0.1, loss=v)), "loss", ("cw", None))
+numbers("apgd", lambda v: (lambda: security.apgd(linear(), X4, Y4, 0.1, rho=v)), "rho", (0, 1.5, NAN, True))
+numbers("apgd", lambda v: (lambda: security.apgd(linear(), X4, Y4, 0.1, momentum=v)), "momentum", (0, -1, 2))
+bad("apgd-loss_fn-scalar", lambda: security.apgd(linear(), X4, Y4, 0.1, loss_fn=torch.nn.functional.cross_entropy),
+    ValueError, "loss_fn")
 numbers("robust_accuracy", lambda v: (lambda: security.robust_accuracy(linear(), (X4, Y4), epsilons=v)), "epsilons",
         ((), (-0.1,), (NAN,), 0.1), BAD_TYPE)
 bad("robust_accuracy-data", lambda: security.robust_accuracy(linear(), X4), TypeError, "data")
@@ -661,7 +671,7 @@ def acm(**kwargs):
 
 
 numbers("AdversarialClassifierModule", lambda v: acm(epsilon=v), "epsilon", (-0.1, NAN, INF, True))
-numbers("AdversarialClassifierModule", lambda v: acm(attack=v), "attack", ("fgsm", None))
+numbers("AdversarialClassifierModule", lambda v: acm(attack=v), "attack", ("cw", None))
 numbers("AdversarialClassifierModule", lambda v: acm(attack_steps=v), "attack_steps", (0, True))
 numbers("AdversarialClassifierModule", lambda v: acm(clean_weight=v), "clean_weight", (-0.1, 1.5, NAN))
 numbers("RobustAccuracyCallback", lambda v: (lambda: security.RobustAccuracyCallback(epsilon=v)), "epsilon",

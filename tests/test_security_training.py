@@ -14,7 +14,7 @@ from toolkit.training import ClassifierModule
 from _helpers import quiet_trainer as _trainer
 
 
-@pytest.mark.parametrize("attack", ["pgd", "fgsm_rs"])
+@pytest.mark.parametrize("attack", ["pgd", "fgsm_rs", "fgsm"])
 def test_training_step_is_the_loss_on_the_attacks_examples(attack):
     torch.manual_seed(0)
     module = AdversarialClassifierModule(nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)),
@@ -28,7 +28,7 @@ def test_training_step_is_the_loss_on_the_attacks_examples(attack):
     if attack == "pgd":
         x_adv = pgd(module, x, y, 0.1, steps=3, seed=None)
     else:
-        x_adv = fgsm(module, x, y, 0.1, random_start=True, seed=None)
+        x_adv = fgsm(module, x, y, 0.1, random_start=attack == "fgsm_rs", seed=None)
     torch.testing.assert_close(loss, F.cross_entropy(module(x_adv), y))
     assert loss > F.cross_entropy(module(x), y)
 

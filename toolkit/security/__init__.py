@@ -1,4 +1,4 @@
-"""Security of ML models (notebook 05): evasion, adversarial training, poisoning, privacy, checkpoints.
+"""Security of ML models (notebook 05): evasion (FGSM, PGD, APGD), adversarial training, poisoning, privacy, checkpoints.
 
 Names are imported from their submodule on first use, so ``from toolkit.security import safe_load``
 needs only torch (it never imports Lightning), and opacus is needed only by ``DPClassifierModule``.
@@ -14,7 +14,8 @@ _SUBMODULE = {
     "ChecksumMismatchError": "checkpoints", "UnsafeCheckpointError": "checkpoints", "safe_load": "checkpoints",
     "sha256_file": "checkpoints", "CorruptCheckpointError": "checkpoints", "Sha256CheckpointIO": "checkpoint_io",
     "verify_sidecar": "checkpoints", "write_sidecar": "checkpoints",
-    "NORMS": "evasion", "fgsm": "evasion", "pgd": "evasion", "robust_accuracy": "evasion",
+    "LOSSES": "evasion", "NORMS": "evasion", "apgd": "evasion", "apgd_checkpoints": "evasion",
+    "dlr_loss": "evasion", "margin_loss": "evasion", "fgsm": "evasion", "pgd": "evasion", "robust_accuracy": "evasion",
     "POISONS": "poisoning", "PoisonedDataModule": "poisoning", "add_trigger": "poisoning",
     "attack_success_rate": "poisoning", "flip_labels": "poisoning", "penultimate_activations": "poisoning",
     "spectral_signatures": "poisoning",

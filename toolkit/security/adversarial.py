@@ -28,11 +28,11 @@ from toolkit.training import ClassifierModule
 
 __all__ = ["ATTACKS", "AdversarialClassifierModule", "RobustAccuracyCallback"]
 
-ATTACKS = ("pgd", "fgsm_rs")
+ATTACKS = ("pgd", "fgsm_rs", "fgsm")
 
 
 class AdversarialClassifierModule(ClassifierModule):
-    """``ClassifierModule`` that trains on adversarial examples of each batch (PGD-AT or FGSM-RS).
+    """``ClassifierModule`` that trains on adversarial examples of each batch (PGD-AT, FGSM-RS or FGSM).
 
     Validation and test stay clean (log ``val_acc`` as usual); ``train_*`` metrics are measured on
     the adversarial batch. Attacks draw their random start from the global torch generator, which
@@ -41,18 +41,20 @@ class AdversarialClassifierModule(ClassifierModule):
     Args:
         backbone, num_classes, **kwargs: as :class:`~toolkit.training.ClassifierModule`.
         epsilon: training budget in pixel units, ``> 0``.
-        attack: "pgd" (Madry et al.) or "fgsm_rs" (Wong et al.).
+        attack: "pgd" (Madry et al.), "fgsm_rs" (Wong et al.) or "fgsm" (Goodfellow et al.: no
+            random start, step epsilon; prone to catastrophic overfitting, Wong et al. section 5).
         attack_steps: PGD steps, ``>= 1`` (ignored by "fgsm_rs").
         step_size: per step in pixel units; default ``2.5 * epsilon / attack_steps`` (PGD) or
-            ``1.25 * epsilon`` (FGSM-RS).
+            ``1.25 * epsilon`` (FGSM-RS) or ``epsilon`` (FGSM).
         norm: "linf" or "l2".
-        input_range: model-input values of pixel 0 and 1 (``DigitsDataModule.input_range``), or None.
+        input_range: model-input values of pixel 0 and 1 (``DigitsDataModule.input_range``), or None
+            (default: unbounded inputs, nothing clamped, epsilon in input units).
         clean_weight: share of the loss on clean inputs, in ``[0, 1)`` (0: pure adversarial training).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, epsilon: float, attack: str = "pgd",
                  attack_steps: int = 7, step_size: float | None = None, norm: str = "linf",
-                 input_range: Sequence[float] | None = (0.0, 1.0), clean_weight: float = 0.0,
+                 input_range: Sequence[float] | None = None, clean_weight: float = 0.0,
                  **kwargs: Any) -> None:
         super().__init__(backbone, num_classes, **kwargs)
         _check_number("epsilon", epsilon, strict=True)
@@ -72,7 +74,7 @@ class AdversarialClassifierModule(ClassifierModule):
         common = dict(norm=hp.norm, step_size=hp.step_size, input_range=self.input_range, seed=None)
         if hp.attack == "pgd":
             return pgd(self, x, targets, hp.epsilon, steps=hp.attack_steps, random_start=True, **common)
-        return fgsm(self, x, targets, hp.epsilon, random_start=True, **common)
+        return fgsm(self, x, targets, hp.epsilon, random_start=hp.attack == "fgsm_rs", **common)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, targets = batch[0], batch[1]
