@@ -17,7 +17,7 @@ The members stay independent, as if trained in separate runs:
 - optimizer: its own learning rate and weight decay, the math of ``torch.optim.AdamW`` / ``SGD``
   applied with one rate per member (a stacked tensor cannot be split into ``torch.optim`` parameter
   groups, so the update is written out here and tested against ``torch.optim`` run alone);
-- metrics: each member's ``train_*``, ``val_*`` and ``test_*`` (the torchmetrics of
+- metrics: each member's ``train_*``, ``val_*`` and ``test_*`` (the metrics of
   :class:`~toolkit.training.ClassifierModule`), the loss summed over members only for ``backward``
   (the members share no parameter, so each gradient is that member's own).
 
@@ -27,6 +27,7 @@ Trainer's loop, CSV logging, checkpointing and callbacks apply unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -38,9 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from toolkit._lightning import is_lightning_module
-from toolkit.training.module import STAGES, ClassifierModule, _stage_metrics
+from toolkit.training import module as module_file
+from toolkit.training.module import STAGES, ClassifierModule
 
 __all__ = ["MEMBER_KEYS", "StackedMembers", "train_members"]
 
@@ -93,15 +96,18 @@ def _per_member(values: Tensor, like: Tensor) -> Tensor:
 
 class _MemberAdamW(torch.optim.Optimizer):
     """``torch.optim.AdamW`` (Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization",
-    arXiv:1711.05101) on stacked parameters, with one learning rate and weight decay per member.
+    arXiv:1711.05101) on the members' flat ``(K, P)`` parameter, one learning rate and decay per member.
 
     The group's ``lr`` is a factor (1.0, moved by learning-rate schedules) of each member's rate;
-    ``decay`` says whether the group's parameters are decayed at all (weights yes, biases no).
+    only the first ``decayed_columns`` columns (the weights, not biases and norm scales) are decayed.
+    One update of the whole ``(K, P)`` tensor costs a handful of operations however many tensors the
+    network has.
     """
 
-    def __init__(self, groups: list[dict], member_lr: Tensor, member_wd: Tensor,
+    def __init__(self, flat: Tensor, decayed_columns: int, member_lr: Tensor, member_wd: Tensor,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        super().__init__(groups, {"lr": 1.0, "betas": betas, "eps": eps, "decay": True})
+        super().__init__([{"params": [flat], "decayed_columns": decayed_columns}],
+                         {"lr": 1.0, "betas": betas, "eps": eps})
         self.member_lr, self.member_wd = member_lr, member_wd
 
     @torch.no_grad()
@@ -112,6 +118,7 @@ class _MemberAdamW(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            decayed = group["decayed_columns"]
             for param in group["params"]:
                 if param.grad is None:
                     continue
@@ -122,23 +129,25 @@ class _MemberAdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(param)
                 state["step"] += 1
                 lr = self.member_lr * group["lr"]
-                if group["decay"]:
-                    param.mul_(_per_member(1 - lr * self.member_wd, param))
+                if decayed:
+                    param[:, :decayed].mul_(_per_member(1 - lr * self.member_wd, param))
                 exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], param.grad
                 exp_avg.lerp_(grad, 1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 bias_correction1 = 1 - beta1 ** state["step"]
                 bias_correction2_sqrt = math.sqrt(1 - beta2 ** state["step"])
                 denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(group["eps"])
-                param.sub_(_per_member(lr / bias_correction1, param) * exp_avg / denom)
+                param.addcdiv_(exp_avg * _per_member(-lr / bias_correction1, param), denom)
         return loss
 
 
 class _MemberSGD(torch.optim.Optimizer):
-    """``torch.optim.SGD`` with momentum and coupled L2 weight decay, one rate and decay per member."""
+    """``torch.optim.SGD`` with momentum and coupled L2 weight decay on the flat ``(K, P)`` parameter,
+    one rate and decay per member (decay on the first ``decayed_columns`` columns)."""
 
-    def __init__(self, groups: list[dict], member_lr: Tensor, member_wd: Tensor, momentum: float) -> None:
-        super().__init__(groups, {"lr": 1.0, "momentum": momentum, "decay": True})
+    def __init__(self, flat: Tensor, decayed_columns: int, member_lr: Tensor, member_wd: Tensor,
+                 momentum: float) -> None:
+        super().__init__([{"params": [flat], "decayed_columns": decayed_columns}], {"lr": 1.0, "momentum": momentum})
         self.member_lr, self.member_wd = member_lr, member_wd
 
     @torch.no_grad()
@@ -148,12 +157,14 @@ class _MemberSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            decayed = group["decayed_columns"]
             for param in group["params"]:
                 if param.grad is None:
                     continue
                 grad = param.grad
-                if group["decay"]:
-                    grad = grad + _per_member(self.member_wd, param) * param
+                if decayed:
+                    grad = grad.clone()
+                    grad[:, :decayed].add_(_per_member(self.member_wd, param) * param[:, :decayed])
                 if group["momentum"] != 0:
                     state = self.state[param]
                     if "momentum_buffer" not in state:
@@ -223,8 +234,10 @@ class StackedMembers(pl.LightningModule):
     """K members of one architecture with stacked parameters, trained and evaluated in one ``vmap``.
 
     Built by :func:`train_members` (which returns it with ``return_members=True``). Logs per epoch
-    ``{stage}_{metric}/member_{k}`` for every member and ``{stage}_{metric}``, the mean over members
-    (what ``EarlyStopping`` or ``ModelCheckpoint`` can monitor; stopping stops every member).
+    ``{stage}_{metric}``, the mean over members, with ``self.log`` (what ``EarlyStopping`` or
+    ``ModelCheckpoint`` can monitor; stopping stops every member), and every member's
+    ``{stage}_{metric}/member_{k}`` to the Trainer's loggers (the CSV history has them); the last
+    values are in ``member_metrics[stage][metric][k]``.
 
     Args:
         backbones: the K members' networks (same architecture, their own weights).
@@ -243,25 +256,37 @@ class StackedMembers(pl.LightningModule):
         object.__setattr__(self, "_template", copy.deepcopy(backbones[0]))  # for member_backbone (not a submodule)
         skeletons = [_with_member_dropout(b) for b in backbones]
         params, buffers = stack_module_state(skeletons)
-        self._names = list(params)
+        trained = {name for name, param in backbones[0].named_parameters() if param.requires_grad}
+        frozen = {name: params.pop(name) for name in list(params) if name not in trained}
+        buffers = {**frozen, **buffers}  # frozen parameters are carried along, never updated
+        if len({t.dtype for t in params.values()}) > 1:
+            raise ValueError(f"the network's parameters must share one dtype to be stacked, got "
+                             f"{sorted({str(t.dtype) for t in params.values()})}")
+        # one flat (K, P) parameter, weights (decayed) first; each tensor of the network is a view of it
+        order = [n for n in params if params[n].dim() > 2] + [n for n in params if params[n].dim() <= 2]
+        self._layout, start = [], 0
+        for name in order:
+            size = params[name][0].numel()
+            self._layout.append((name, start, start + size, tuple(params[name].shape[1:])))
+            start += size
+        self._decayed_columns = sum(params[n][0].numel() for n in order if params[n].dim() > 2)
+        self.flat = nn.Parameter(torch.cat([params[n].detach().reshape(len(backbones), -1) for n in order], dim=1))
         self._buffer_names = list(buffers)
-        self.stacked = nn.ParameterList([nn.Parameter(params[name].detach().clone()) for name in self._names])
         for i, name in enumerate(self._buffer_names):
             self.register_buffer(f"stacked_buffer_{i}", buffers[name].clone())
-        self._decayed = [params[name].dim() > 2 for name in self._names]  # weights, not biases and norm scales
         base = skeletons[0].to("meta")
         object.__setattr__(self, "_base", base)  # not a submodule: its (meta) weights are never used
         # per-member rates stay float64 on the CPU (not buffers): the optimizer computes its scalars from them
         self.member_lr = torch.tensor(self.hparams.lrs, dtype=torch.float64)
         self.member_wd = torch.tensor(self.hparams.weight_decays, dtype=torch.float64)
-        for stage in STAGES:  # one ClassifierModule metric set per member and stage
-            setattr(self, f"{stage}_member_metrics", nn.ModuleList(_stage_metrics(num_classes, settings["ece_bins"])
-                                                                   for _ in range(self.num_members)))
         self._buffers_of_stage: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in STAGES}
+        # the last epoch's metrics of every member: member_metrics[stage][metric][k]
+        self.member_metrics: dict[str, dict[str, list[float]]] = {}
 
     # ---- the vmapped forward ----
     def _state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        params = dict(zip(self._names, self.stacked))
+        k = self.flat.shape[0]
+        params = {name: self.flat[:, a:b].view(k, *shape) for name, a, b, shape in self._layout}
         buffers = {name: getattr(self, f"stacked_buffer_{i}") for i, name in enumerate(self._buffer_names)}
         return params, buffers
 
@@ -291,8 +316,6 @@ class StackedMembers(pl.LightningModule):
         losses = self._losses(logits, targets)
         buffer = self._buffers_of_stage[stage]
         buffer.append((logits.detach(), targets.detach(), losses.detach()))
-        if sum(t.shape[-1] for _, t, _ in buffer) >= 4096:
-            self._flush(stage)
         return losses.sum()  # the members share no parameter: each gradient is that member's own
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -310,10 +333,15 @@ class StackedMembers(pl.LightningModule):
         return self(x).transpose(0, 1)
 
     # ---- metrics, as ClassifierModule computes them, per member ----
-    def _flush(self, stage: str) -> None:
+    def _member_values(self, stage: str) -> dict[str, Tensor]:
+        """Every member's epoch metrics from the buffered batches, ``{metric: (K,)}``.
+
+        The definitions of :class:`ClassifierModule`'s metrics: the size-weighted mean of the batch
+        losses, micro accuracy, mean cross-entropy, torchmetrics' top-label ECE (``ece_bins``
+        equal-width bins, L1) and the multiclass Brier score ``mean_i sum_c (p_ic - 1[y_i = c])^2``,
+        computed for all members at once (the ECE one member at a time).
+        """
         buffer = self._buffers_of_stage[stage]
-        if not buffer:
-            return
         with torch.no_grad():
             logits = torch.cat([lg for lg, _, _ in buffer], dim=1).float()
             targets = torch.cat([t.expand(self.num_members, -1) for _, t, _ in buffer], dim=1)
@@ -321,32 +349,37 @@ class StackedMembers(pl.LightningModule):
             sizes = torch.tensor([t.shape[-1] for _, t, _ in buffer], dtype=losses.dtype, device=losses.device)
             buffer.clear()
             probs = logits.softmax(dim=2)
-            nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-            for k, metrics in enumerate(getattr(self, f"{stage}_member_metrics")):
-                metrics["loss"].update(losses[k], weight=sizes)
-                metrics["acc"].update(logits[k], targets[k])
-                metrics["nll"].update(nll[k])
-                metrics["ece"].update(probs[k], targets[k])
-                metrics["brier"].update(probs[k], targets[k])
+            onehot = F.one_hot(targets, self.num_classes).to(probs.dtype)
+            values = {
+                "loss": (losses * sizes).sum(dim=1) / sizes.sum(),
+                "acc": (logits.argmax(dim=2) == targets).to(probs.dtype).mean(dim=1),
+                "nll": F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1),
+                "ece": torch.stack([multiclass_calibration_error(probs[k], targets[k], self.num_classes,
+                                                                 n_bins=self.hparams.ece_bins, norm="l1",
+                                                                 validate_args=False)
+                                    for k in range(self.num_members)]),
+                "brier": (probs - onehot).square().sum(dim=2).mean(dim=1),
+            }
+        return {name: values[name].cpu() for name in METRICS}
 
     def _log_epoch(self, stage: str) -> None:
-        self._flush(stage)
-        members = getattr(self, f"{stage}_member_metrics")
-        if not members[0]["loss"].update_called:
+        """Log the means over members through ``self.log`` (what callbacks see) and every member's
+        value straight to the Trainer's loggers (one ``self.log`` per key would cost Lightning's
+        per-key bookkeeping K times over); keep the members' values in ``member_metrics``."""
+        if not self._buffers_of_stage[stage]:
             return
-        values = {name: torch.stack([m[name].compute() for m in members]) for name in METRICS}
-        logged = {f"{stage}_{name}": v.mean() for name, v in values.items()}
-        logged.update({f"{stage}_{name}/member_{k}": v[k] for name, v in values.items() for k in range(len(v))})
-        self.log_dict(logged, on_step=False, on_epoch=True)
-        for metrics in members:
-            for metric in metrics.values():
-                metric.reset()
+        values = self._member_values(stage)
+        self.log_dict({f"{stage}_{name}": v.mean() for name, v in values.items()}, on_step=False, on_epoch=True)
+        if not self.trainer.sanity_checking:
+            self.member_metrics[stage] = {name: v.tolist() for name, v in values.items()}
+            for logger in self.loggers:
+                logger.log_metrics({"epoch": self.current_epoch, **{f"{stage}_{name}/member_{k}": float(v[k])
+                                                                    for name, v in values.items()
+                                                                    for k in range(len(v))}},
+                                   step=self.trainer.fit_loop.epoch_loop._batches_that_stepped)
 
     def _start(self, stage: str) -> None:
         self._buffers_of_stage[stage].clear()
-        for metrics in getattr(self, f"{stage}_member_metrics"):
-            for metric in metrics.values():
-                metric.reset()
 
     def on_train_epoch_start(self) -> None:
         self._start("train")
@@ -369,13 +402,10 @@ class StackedMembers(pl.LightningModule):
     # ---- optimizer ----
     def configure_optimizers(self):
         hp = self.hparams
-        groups = [{"params": [p for p, d in zip(self.stacked, self._decayed) if d], "decay": True},
-                  {"params": [p for p, d in zip(self.stacked, self._decayed) if not d], "decay": False}]
-        groups = [g for g in groups if g["params"]]
         if hp.optimizer == "adamw":
-            optimizer = _MemberAdamW(groups, self.member_lr, self.member_wd)
+            optimizer = _MemberAdamW(self.flat, self._decayed_columns, self.member_lr, self.member_wd)
         else:
-            optimizer = _MemberSGD(groups, self.member_lr, self.member_wd, hp.momentum)
+            optimizer = _MemberSGD(self.flat, self._decayed_columns, self.member_lr, self.member_wd, hp.momentum)
         scheduler = ClassifierModule._scheduler(self, optimizer)  # schedules scale the factor 1.0
         if scheduler is None:
             return optimizer
@@ -393,7 +423,7 @@ class StackedMembers(pl.LightningModule):
                             f"got {type(loader).__name__}")
         was_training = self.training
         self.eval()
-        device = self.stacked[0].device
+        device = self.flat.device
         try:
             outputs = [self((b[0] if isinstance(b, (tuple, list)) else b).to(device)).cpu() for b in loader]
         finally:
@@ -404,7 +434,7 @@ class StackedMembers(pl.LightningModule):
         """Member ``k``'s network as a plain ``nn.Module`` (a copy with its weights and dropout rate)."""
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_members:
             raise ValueError(f"k must be an integer in [0, {self.num_members}), got {k!r}")
-        backbone = copy.deepcopy(self._template).to(self.stacked[0].device)
+        backbone = copy.deepcopy(self._template).to(self.flat.device)
         params, buffers = self._state()
         state = {name: value[k].detach().clone() for name, value in {**params, **buffers}.items()
                  if not name.endswith(".p") or name in backbone.state_dict()}
@@ -460,10 +490,24 @@ def _check_members(members: Any) -> list[dict[str, Any]]:
     return checked
 
 
+@contextlib.contextmanager
+def _classifiers_without_metrics() -> Iterator[None]:
+    """ClassifierModules built inside skip their 15 torchmetrics objects (``train_members`` keeps only
+    a member's network and settings; building the metrics of 20 members cost more than training them
+    for an epoch). Building metrics draws no random numbers, so the networks are those ``fit`` builds."""
+    stage_metrics = module_file._stage_metrics
+    module_file._stage_metrics = lambda num_classes, ece_bins: nn.ModuleDict()
+    try:
+        yield
+    finally:
+        module_file._stage_metrics = stage_metrics
+
+
 def _build_member(model_factory: Callable[[], Any], seed: int, index: int) -> tuple[nn.Module, dict[str, Any]]:
     """Member ``index``'s network and the ClassifierModule settings it came with (seeded as ``fit`` seeds)."""
     pl.seed_everything(seed, workers=True, verbose=False)
-    built = model_factory()
+    with _classifiers_without_metrics():
+        built = model_factory()
     if isinstance(built, ClassifierModule):
         return built.backbone, {name: built.hparams[name] for name in _SETTINGS} | {"num_classes": built.num_classes}
     if is_lightning_module(built):
@@ -600,8 +644,8 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
     columns = {"lr": lrs, "weight_decay": wds, "dropout": rates}
     rows = []
     for i in range(k):
-        metrics = {key.split("/member_")[0]: value for key, value in result.metrics.items()
-                   if key.endswith(f"/member_{i}")}
+        metrics = {f"{stage}_{name}": values[i] for stage, by_name in module.member_metrics.items()
+                   for name, values in by_name.items()}
         rows.append({"seed": seeds[i], **{key: columns[key][i] for key in given}, **(config or {}), **metrics,
                      "fit_time_s": result.fit_time_s / k, "epochs": result.trainer.current_epoch,
                      "steps": result.trainer.global_step})
