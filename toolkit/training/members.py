@@ -286,7 +286,10 @@ class StackedMembers(pl.LightningModule):
     # ---- the vmapped forward ----
     def _state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         k = self.flat.shape[0]
-        params = {name: self.flat[:, a:b].view(k, *shape) for name, a, b, shape in self._layout}
+        # one split (its backward is one concatenation) rather than a slice per tensor (a zero-filled
+        # (K, P) gradient each)
+        chunks = self.flat.split([b - a for _, a, b, _ in self._layout], dim=1)
+        params = {name: chunk.view(k, *shape) for (name, _, _, shape), chunk in zip(self._layout, chunks)}
         buffers = {name: getattr(self, f"stacked_buffer_{i}") for i, name in enumerate(self._buffer_names)}
         return params, buffers
 
