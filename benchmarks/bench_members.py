@@ -1,6 +1,7 @@
 """Speed-up of ``train_members`` (K members vectorized with ``torch.func``) over K separate ``fit``s.
 
-    python benchmarks/bench_members.py            # about 2 CPU minutes
+    python benchmarks/bench_members.py                   # about 4 CPU minutes
+    python benchmarks/bench_members.py --widths 32 100    # a shorter width sweep
 
 Three ways to train the same 20 members (MNIST-1D MLPs, seeds 0-19, test evaluation included), in
 one run: vectorized (:func:`toolkit.training.train_members`, one Trainer, one ``vmap``ped step for
@@ -20,6 +21,7 @@ cost does not depend on its seed).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import tempfile
@@ -75,6 +77,9 @@ def arms(data, hidden_sizes, members: int, epochs: int, parallel: bool = True) -
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widths", type=int, nargs="*", default=list(SWEEP_WIDTHS), help="widths of the sweep")
+    args = parser.parse_args()
     silence_lightning()
     os.environ.setdefault("TOOLKIT_QUIET", "1")
     os.environ.setdefault("TOOLKIT_RUNS_DIR", tempfile.mkdtemp(prefix="bench-members-"))
@@ -101,7 +106,7 @@ if __name__ == "__main__":
     print(f"\nwidth sweep: hidden sizes (w, w), {MEMBERS} members, {SWEEP_EPOCHS} epochs; sequential = "
           f"{SWEEP_SEQUENTIAL} fits x {MEMBERS // SWEEP_SEQUENTIAL}")
     print(f"{'w':>6}{'vectorized CPU s':>18}{'sequential CPU s':>18}{'speed-up (CPU)':>16}{'speed-up (wall)':>17}")
-    for width in SWEEP_WIDTHS:
+    for width in args.widths:
         make = factory((width, width))
         vec = timed(lambda: train_members(make, data, [{"seed": s} for s in range(MEMBERS)],
                                           max_epochs=SWEEP_EPOCHS, name="bench_sweep"))
