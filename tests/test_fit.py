@@ -9,7 +9,7 @@ from torch import nn
 
 from toolkit.data import DigitsDataModule, MoonsDataModule
 from toolkit.models import MLP
-from toolkit.training import ClassifierModule, fit, run_seeds, summarize
+from toolkit.training import ClassifierModule, fit, read_history, run_seeds, summarize
 
 
 def _digits_mlp(dropout=0.0):
@@ -109,3 +109,37 @@ def test_checkpoint_reloads_with_weights_only_and_predicts_the_same(digits):
     x, _ = digits.tensors("test")
     result.module.eval(), restored.eval()
     torch.testing.assert_close(restored(x), result.module(x))
+
+
+def test_read_history_merges_epochs_as_pandas_groupby_does(tmp_path):
+    """The CSV reader behind ``history`` against the pandas recipe it replaces (read_csv, drop the
+    rows without epoch or metrics, the last value of each column per epoch), on a log with replayed
+    rows (a resumed run), test rows, a column never logged and an epoch logged in two rows."""
+    (tmp_path / "metrics.csv").write_text(
+        "epoch,step,test_acc,train_loss,val_acc,never\n"
+        "0,9,,,0.5,\n0,9,,1.25,,\n1,19,,,0.625,\n1,19,,0.75,,\n"   # two epochs
+        "1,14,,,0.5,\n1,19,,0.7,,\n,20,,,,\n"                        # epoch 1 replayed after a resume
+        "2,29,,0.5,0.75,\n2,29,0.8,,,\n")                            # the test row is left out
+    frame = pd.read_csv(tmp_path / "metrics.csv").drop(columns=["test_acc"])
+    frame = frame.dropna(subset=["epoch"]).dropna(subset=["train_loss", "val_acc", "never"], how="all")
+    expected = frame.groupby("epoch", as_index=False).last().dropna(axis=1, how="all")
+    expected["epoch"] = expected["epoch"].astype(int)
+    history = read_history(tmp_path)
+    pd.testing.assert_frame_equal(history, expected)
+    assert list(history["train_loss"]) == [1.25, 0.7, 0.5] and list(history["val_acc"]) == [0.5, 0.5, 0.75]
+
+
+def test_fit_skips_the_sanity_check_unless_asked_and_keeps_lightnings_callbacks(digits):
+    from toolkit.training.fit import _trainer_setup
+
+    default = fit(_digits_mlp, digits, max_epochs=1, test=False)
+    checked = fit(_digits_mlp, digits, max_epochs=1, test=False, num_sanity_val_steps=2)
+    assert default.trainer.num_sanity_val_steps == 0 and checked.trainer.num_sanity_val_steps == 2
+    assert default.metrics == checked.metrics  # the check trains nothing
+    import lightning_fabric.utilities.registry as registry
+
+    before = registry.entry_points
+    with _trainer_setup():
+        inside = pl.Trainer(logger=False)
+    assert registry.entry_points is before  # the cached lookup is undone on leaving
+    assert [type(c) for c in inside.callbacks] == [type(c) for c in pl.Trainer(logger=False).callbacks]

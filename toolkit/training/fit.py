@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
@@ -54,6 +58,40 @@ class FitResult:
     fit_time_s: float
     seed: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=None)
+def _entry_points(group: str) -> tuple[importlib.metadata.EntryPoint, ...]:
+    return tuple(importlib.metadata.entry_points(group=group))
+
+
+def _cached_entry_points(**kwargs: Any) -> Any:
+    if set(kwargs) != {"group"}:  # any other query is not cached
+        return importlib.metadata.entry_points(**kwargs)
+    return _entry_points(kwargs["group"])
+
+
+@contextlib.contextmanager
+def _trainer_setup() -> Iterator[None]:
+    """Build Trainers without re-reading every installed package's entry points.
+
+    Each ``Trainer()`` looks for callback factories that packages register under the entry-point
+    group ``pytorch_lightning.callbacks_factory``; finding them reads the metadata of every installed
+    distribution, the largest single cost of building a Trainer (several milliseconds with a few
+    hundred packages). Inside this block the lookup is made once per process and remembered (the
+    factories are still called for every Trainer, so each gets fresh callbacks); packages installed
+    after the first lookup are not seen until a restart.
+    """
+    registries = [sys.modules[name] for name in ("lightning_fabric.utilities.registry",
+                                                 "lightning.fabric.utilities.registry") if name in sys.modules]
+    originals = [registry.__dict__.get("entry_points") for registry in registries]
+    for registry in registries:
+        registry.entry_points = _cached_entry_points
+    try:
+        yield
+    finally:
+        for registry, original in zip(registries, originals):
+            registry.entry_points = original
 
 
 def _interactive() -> bool:
@@ -100,13 +138,53 @@ def read_history(log_dir: str | Path) -> pd.DataFrame:
     path = Path(log_dir) / "metrics.csv"
     if not path.exists():
         return pd.DataFrame()
+    with path.open(newline="") as file:
+        rows = list(csv.reader(file))
+    if not rows or "epoch" not in rows[0] or len({len(row) for row in rows}) != 1:
+        return _read_history_pandas(path)
+    return _history_from_rows(rows[0], rows[1:])
+
+
+def _history_from_rows(header: list[str], rows: list[list[str]]) -> pd.DataFrame:
+    """What :func:`_read_history_pandas` returns, from the parsed rows of a Lightning CSV log (a few
+    milliseconds less per ``fit``): rows without an epoch or without any metric are dropped, the
+    rows of one epoch merged (the last value of each column wins), ``test_*`` columns left out."""
+    columns = [i for i, name in enumerate(header) if not name.startswith("test_")]
+    epoch_at = header.index("epoch")
+    metric_at = [i for i in columns if header[i] not in ("epoch", "step")]
+    step_at = header.index("step") if "step" in header else None
+    integer_steps = step_at is not None and all(row[step_at].lstrip("-").isdigit() for row in rows)
+    merged: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if not row[epoch_at] or not any(row[i] for i in metric_at):
+            continue
+        values = merged.setdefault(int(float(row[epoch_at])), {})
+        values.update({header[i]: float(row[i]) for i in columns if row[i] and i != epoch_at})
+    epochs = sorted(merged)
+    nan = float("nan")
+    data: dict[str, Any] = {"epoch": pd.array(epochs, dtype="int64")}
+    for i in columns:
+        name = header[i]
+        if i == epoch_at:
+            continue
+        values = [merged[epoch].get(name, nan) for epoch in epochs]
+        if all(value != value for value in values):  # never logged for an epoch: left out, as pandas' dropna
+            continue
+        integer = name == "step" and integer_steps and not any(value != value for value in values)
+        data[name] = np.array(values, dtype=np.int64 if integer else np.float64)
+    return pd.DataFrame(data)
+
+
+def _read_history_pandas(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path)
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("test_")])
     if "epoch" not in frame:
         return frame
     metric_columns = [c for c in frame.columns if c not in ("epoch", "step")]
     frame = frame.dropna(subset=["epoch"]).dropna(subset=metric_columns, how="all")
-    frame = frame.groupby("epoch", as_index=False).last()
+    with warnings.catch_warnings():  # wide logs (train_members' per-member columns) make pandas warn
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        frame = frame.groupby("epoch", as_index=False).last()
     frame["epoch"] = frame["epoch"].astype(int)
     return frame.dropna(axis=1, how="all")
 
@@ -153,6 +231,8 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
             and every checkpoint is written with a SHA-256 beside it that is verified on resume
             (:class:`toolkit.security.Sha256CheckpointIO`).
         **trainer_kwargs: anything else ``pl.Trainer`` accepts (``precision``, ``gradient_clip_val``...).
+            ``num_sanity_val_steps`` defaults to 0 (Lightning's default, 2, runs two validation
+            batches before training to catch a broken ``validation_step`` early: pass it to get the check).
 
     Returns:
         :class:`FitResult` with ``metrics`` (last-epoch ``train_*``/``val_*`` and ``test_*``) and
@@ -201,12 +281,14 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
         resumed = version is not None and lightning is pl
         logger_cls = _ResumedCSVLogger if resumed else submodule(lightning, "loggers").CSVLogger
         logger = logger_cls(save_dir=runs_dir, name=name, version=version, flush_logs_every_n_steps=1)
-        trainer = lightning.Trainer(
-            max_epochs=max_epochs, accelerator=accelerator, devices=devices, deterministic=deterministic,
-            logger=logger, callbacks=callbacks, plugins=plugins,
-            log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
-            enable_progress_bar=_interactive() if enable_progress_bar is None else enable_progress_bar,
-            enable_model_summary=trainer_kwargs.pop("enable_model_summary", False), **trainer_kwargs)
+        with _trainer_setup():
+            trainer = lightning.Trainer(
+                max_epochs=max_epochs, accelerator=accelerator, devices=devices, deterministic=deterministic,
+                logger=logger, callbacks=callbacks, plugins=plugins,
+                log_every_n_steps=trainer_kwargs.pop("log_every_n_steps", 10),
+                num_sanity_val_steps=trainer_kwargs.pop("num_sanity_val_steps", 0),
+                enable_progress_bar=_interactive() if enable_progress_bar is None else enable_progress_bar,
+                enable_model_summary=trainer_kwargs.pop("enable_model_summary", False), **trainer_kwargs)
         if trainer.is_global_zero:  # the seed of the run, so that "last" resumes only a run of the same seed
             Path(logger.log_dir).mkdir(parents=True, exist_ok=True)
             (Path(logger.log_dir) / RUN_INFO_FILE).write_text(json.dumps({"seed": seed}))
@@ -271,8 +353,10 @@ def _last_run(run_root: Path, seed: int) -> tuple[int | None, Path | None]:
 
 
 def _eval_trainer(accelerator: str, module: Any = None) -> pl.Trainer:
-    return namespace_of(module).Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False)
+    with _trainer_setup():
+        return namespace_of(module).Trainer(accelerator=accelerator, devices=1, logger=False,
+                                            enable_progress_bar=False, enable_model_summary=False,
+                                            enable_checkpointing=False)
 
 
 def _check_loader(loader: Any) -> None:
