@@ -47,6 +47,14 @@ def plot_dashboard(frame: pd.DataFrame, metrics: tuple[str, ...] = _DASHBOARD_ME
     return fig
 
 
+def _best(means: pd.Series, higher: bool | None) -> str | None:
+    """The model strictly better than every other at the shown precision; None on a tie or one model."""
+    if higher is None or len(means) < 2:
+        return None
+    ordered = means.sort_values(ascending=not higher)
+    return None if ordered.iloc[0] == ordered.iloc[1] else str(ordered.index[0])
+
+
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[str], list[list[str]]]:
     summary = summarize_card(frame)
     models = list(summary.index)
@@ -56,13 +64,13 @@ def _cells(frame: pd.DataFrame) -> tuple[list[str], list[str], list[list[str]]]:
     for metric in metrics:
         label, higher, notebook = METRICS[metric]
         means = summary[(metric, "mean")]
-        best = None if higher is None else (means.idxmax() if higher else means.idxmin())
+        digits = 0 if metric == "parameters" else (2 if metric in ("latency_ms", "size_kb", "temperature") else 3)
+        best = _best(means.round(digits), higher)
         cells = []
         for model in models:
             mean, std = means[model], summary.loc[model, (metric, "std")]
-            digits = 0 if metric == "parameters" else (2 if metric in ("latency_ms", "size_kb", "temperature") else 3)
             text = f"{mean:,.{digits}f}" + (f" ± {std:.{digits}f}" if seeds[model] > 1 and not math.isnan(std) else "")
-            cells.append(text + (" ★" if len(models) > 1 and model == best else ""))
+            cells.append(text + (" ★" if model == best else ""))
         rows.append([f"{label} {_ARROWS[higher]}".strip(), notebook] + cells)
     return models, [f"{m} ({seeds[m]} seed{'s' if seeds[m] > 1 else ''})" for m in models], rows
 
@@ -73,7 +81,8 @@ def _notes() -> list[str]:
 
 
 def card_markdown(frame: pd.DataFrame, title: str = "Model report card") -> str:
-    """The card as a markdown table: metric, the notebook that teaches it, mean ± std per model (★ best)."""
+    """The card as a markdown table: metric, the notebook that teaches it, mean ± std per model (★: strictly
+    best at the shown precision; no ★ on a tie)."""
     _check_frame(frame)
     _, headers, rows = _cells(frame)
     lines = [f"## {title}", "", "| metric | notebook | " + " | ".join(headers) + " |",
