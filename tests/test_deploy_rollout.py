@@ -69,6 +69,11 @@ def test_false_alarm_rate_on_clean_traffic_is_consistent_with_alpha_and_shift_al
                              alpha=0.05, n_permutations=199)
     assert (table["windows"] == 40).all()
     assert (table["ci_low"] <= 0.05).all(), table  # the nominal rate is not exceeded detectably
+    from scipy.stats import binomtest
+
+    for name, row in table.iterrows():
+        assert row["p_above_alpha"] == pytest.approx(binomtest(int(row["alarms"]), 40, 0.05,
+                                                               alternative="greater").pvalue)
     shifted = clean + 1.0
     shifted_table = false_alarm_rate(ref, _softmax(ref @ weights), shifted[:1000], _softmax(shifted[:1000] @ weights),
                                      window=100, alpha=0.05, n_permutations=199)
@@ -83,5 +88,6 @@ def test_live_drift_tests_only_when_a_window_is_full_and_due():
     assert live.test() is None
     live.update(rng.normal(3.0, size=(1, 2)) + np.zeros((1, 2)), np.full((1, 2), 0.5))
     assert live.test() is not None and live.test() is None  # tested, then not due until 50 more
+    assert live.seen == live.tested_at == 100
     live.update(rng.normal(3.0, size=(100, 2)), np.full((100, 2), 0.5))
     assert live.test()["input_ks"].drift

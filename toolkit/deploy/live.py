@@ -76,6 +76,8 @@ class LiveDrift:
         self._probs: deque = deque(maxlen=self.window)
         self._new = 0
         self._tests = 0
+        self.seen = 0         # inputs added so far
+        self.tested_at = 0    # ``seen`` when the last test's window was taken
         self._lock = threading.Lock()
 
     def update(self, inputs: np.ndarray, probs: np.ndarray) -> None:
@@ -84,6 +86,7 @@ class LiveDrift:
             self._inputs.extend(inputs)
             self._probs.extend(probs)
             self._new += len(inputs)
+            self.seen += len(inputs)
 
     def due(self) -> bool:
         return len(self._inputs) >= self.window and self._new >= self.every
@@ -95,6 +98,7 @@ class LiveDrift:
                 return None
             self._new = 0
             inputs, probs = np.stack(self._inputs), np.stack(self._probs)
+            self.tested_at = self.seen
         self._tests += 1
         return _detect(self.reference_inputs, self.reference_probs, inputs, probs, self.alpha,
                        self.n_permutations, seed=self._tests)
@@ -121,7 +125,9 @@ def false_alarm_rate(reference_inputs: Any, reference_probs: Any, clean_inputs: 
         alpha, n_permutations: as for :class:`LiveDrift`.
 
     Returns:
-        One row per detector: ``windows``, ``alarms``, ``rate``, ``ci_low``, ``ci_high``, ``alpha``.
+        One row per detector: ``windows``, ``alarms``, ``rate``, ``ci_low``, ``ci_high``, ``alpha`` and
+        ``p_above_alpha``, the exact one-sided binomial p-value of "the rate exceeds ``alpha``"
+        (``scipy.stats.binomtest(alarms, windows, alpha, alternative="greater")``): small means too many alarms.
     """
     window = _check_int("window", window, 10)
     clean_inputs, clean_probs = np.asarray(clean_inputs), np.asarray(clean_probs)
@@ -138,9 +144,12 @@ def false_alarm_rate(reference_inputs: Any, reference_probs: Any, clean_inputs: 
                           clean_probs[part], alpha, n_permutations, seed=w)
         for name, result in results.items():
             alarms[name] += int(result.drift)
+    from scipy.stats import binomtest
+
     rows = []
     for name, k in alarms.items():
         low, high = clopper_pearson(k, n_windows)
         rows.append({"detector": name, "windows": n_windows, "alarms": k, "rate": k / n_windows,
-                     "ci_low": low, "ci_high": high, "alpha": alpha})
+                     "ci_low": low, "ci_high": high, "alpha": alpha,
+                     "p_above_alpha": float(binomtest(k, n_windows, alpha, alternative="greater").pvalue)})
     return pd.DataFrame(rows).set_index("detector")

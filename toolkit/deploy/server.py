@@ -425,6 +425,7 @@ class ClassifierAPI(ls.LitAPI):
             self.metrics.drift.labels(detector, "p_value").set(result.p_value)
             self.metrics.drift.labels(detector, "alarm").set(float(result.drift))
             self.metrics.drift.labels(detector, "threshold").set(result.threshold)
+            self.metrics.drift.labels(detector, "inputs_seen").set(drift.tested_at)
 
     # ---- serving ----------------------------------------------------------------------------------
     def decode_request(self, request: PredictRequest) -> dict[str, Any]:
