@@ -99,9 +99,9 @@ class LiveDrift:
             self._new = 0
             inputs, probs = np.stack(self._inputs), np.stack(self._probs)
             self.tested_at = self.seen
-        self._tests += 1
+        self._tests += 1  # the permutations are seeded by the window's end, so a replay gets the same p-values
         return _detect(self.reference_inputs, self.reference_probs, inputs, probs, self.alpha,
-                       self.n_permutations, seed=self._tests)
+                       self.n_permutations, seed=self.tested_at)
 
 
 def clopper_pearson(successes: int, trials: int, confidence_level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
