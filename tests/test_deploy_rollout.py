@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from toolkit.deploy import CanaryMonitor, LiveDrift, clopper_pearson, false_alarm_rate, in_canary
+from toolkit.monitoring import input_drift
 
 
 def _softmax(logits):
@@ -91,3 +92,25 @@ def test_live_drift_tests_only_when_a_window_is_full_and_due():
     assert live.seen == live.tested_at == 100
     live.update(rng.normal(3.0, size=(100, 2)), np.full((100, 2), 0.5))
     assert live.test()["input_ks"].drift
+
+
+def test_live_drift_windows_end_at_multiples_of_every_however_the_traffic_is_chunked():
+    rng = np.random.default_rng(1)
+    ref, stream = rng.normal(size=(300, 3)), rng.normal(0.3, size=(400, 3))
+    probs = _softmax(stream)
+    results = []
+    for chunks in ([400], [7, 93, 1, 299], [3] * 133 + [1]):
+        live = LiveDrift(ref, _softmax(ref), window=100, every=50, n_permutations=99)
+        at, start = [], 0
+        for size in chunks:  # tests run between requests at arbitrary moments: here after every chunk
+            live.update(stream[start:start + size], probs[start:start + size])
+            start += size
+            result = live.test()
+            if result is not None:
+                at.append((live.tested_at, result["input_ks"].p_value, result["output_confidence"].p_value))
+        results.append(at)
+    assert all(t % 50 == 0 for t, *_ in results[2]) and results[2][-1][0] == 400
+    final = {tuple(r[-1]) for r in results}  # the last window, ending at input 400, tested identically
+    assert len(final) == 1
+    expected = input_drift(ref, stream[300:400])
+    assert results[0][-1][1] == pytest.approx(expected.p_value)

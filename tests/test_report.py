@@ -207,6 +207,13 @@ def test_no_star_on_a_tie_at_the_shown_precision():
     assert rows["test accuracy ↑"][1].strip().endswith("★") and "★" not in rows["test accuracy ↑"][0]
     for metric in ("parameters ↓", "latency per batch (ms) ↓", "test ECE ↓"):
         assert "★" not in "".join(rows[metric]), (metric, rows[metric])
+    # latency: a gap at the shown precision within the spread of single calls gets no star; beyond it, one
+    timed = frame.assign(latency_ms=[0.43, 0.42], latency_p25_ms=[0.40, 0.39], latency_p75_ms=[0.46, 0.45])
+    line = next(row for row in card_markdown(timed).splitlines() if row.startswith("| latency"))
+    assert "★" not in line
+    timed = timed.assign(latency_ms=[0.43, 0.21], latency_p25_ms=[0.40, 0.20], latency_p75_ms=[0.46, 0.22])
+    line = next(row for row in card_markdown(timed).splitlines() if row.startswith("| latency"))
+    assert line.split("|")[4].strip().endswith("★")
 
 
 def _plain_accuracy(model, x, y):

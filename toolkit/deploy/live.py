@@ -57,11 +57,16 @@ def _detect(reference_inputs: np.ndarray, reference_probs: np.ndarray, inputs: n
 class LiveDrift:
     """Drift tests on a sliding window of served inputs and probabilities (thread-safe).
 
+    A test is due each time the count of served inputs reaches a multiple of ``every`` (with at least
+    a full window served); it tests the window that ended exactly there, whenever :meth:`test` runs, so
+    the same traffic gives the same windows and p-values however the requests were timed (a later
+    window replaces an untested earlier one).
+
     Args:
         reference_inputs: ``(N, ...)`` model inputs the version was validated on.
         reference_probs: ``(N, C)`` the version's probabilities on them.
         window: served inputs tested together, ``>= 10``.
-        every: new inputs between two tests, ``>= 1``.
+        every: a test every ``every`` served inputs, ``>= 1``.
         alpha: false-alarm rate of each detector per test, in ``(0, 1)``.
         n_permutations: resamples of the output test, ``>= 99``.
     """
@@ -74,32 +79,37 @@ class LiveDrift:
         self.alpha, self.n_permutations = alpha, n_permutations
         self._inputs: deque = deque(maxlen=self.window)
         self._probs: deque = deque(maxlen=self.window)
-        self._new = 0
+        self._pending: tuple[np.ndarray, np.ndarray, int] | None = None
         self._tests = 0
         self.seen = 0         # inputs added so far
-        self.tested_at = 0    # ``seen`` when the last test's window was taken
+        self.tested_at = 0    # ``seen`` at the end of the last tested window
         self._lock = threading.Lock()
 
     def update(self, inputs: np.ndarray, probs: np.ndarray) -> None:
         """Add served inputs ``(n, ...)`` and their probabilities ``(n, C)``."""
         with self._lock:
-            self._inputs.extend(inputs)
-            self._probs.extend(probs)
-            self._new += len(inputs)
-            self.seen += len(inputs)
+            i = 0
+            while i < len(inputs):
+                take = min(self.every - self.seen % self.every, len(inputs) - i)
+                self._inputs.extend(inputs[i:i + take])
+                self._probs.extend(probs[i:i + take])
+                self.seen += take
+                i += take
+                if self.seen % self.every == 0 and len(self._inputs) >= self.window:
+                    self._pending = (np.stack(self._inputs), np.stack(self._probs), self.seen)
 
     def due(self) -> bool:
-        return len(self._inputs) >= self.window and self._new >= self.every
+        return self._pending is not None
 
     def test(self) -> dict[str, DriftResult] | None:
-        """Run both detectors on the current window if a test is due; else None."""
+        """Run both detectors on the latest due window; None when no test is due."""
         with self._lock:
-            if not self.due():
+            if self._pending is None:
                 return None
-            self._new = 0
-            inputs, probs = np.stack(self._inputs), np.stack(self._probs)
-            self.tested_at = self.seen
-        self._tests += 1  # the permutations are seeded by the window's end, so a replay gets the same p-values
+            inputs, probs, self.tested_at = self._pending
+            self._pending = None
+            self._tests += 1
+        # the permutations are seeded by the window's end, so a replay gets the same p-values
         return _detect(self.reference_inputs, self.reference_probs, inputs, probs, self.alpha,
                        self.n_permutations, seed=self.tested_at)
 

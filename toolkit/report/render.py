@@ -47,12 +47,23 @@ def plot_dashboard(frame: pd.DataFrame, metrics: tuple[str, ...] = _DASHBOARD_ME
     return fig
 
 
-def _best(means: pd.Series, higher: bool | None) -> str | None:
-    """The model strictly better than every other at the shown precision; None on a tie or one model."""
+def _best(means: pd.Series, higher: bool | None, quartiles: pd.DataFrame | None = None) -> str | None:
+    """The model strictly better than every other at the shown precision; None on a tie or one model.
+
+    With ``quartiles`` (latency: the mean ``latency_p25_ms`` and ``latency_p75_ms`` per model), the best
+    must also be better than the others beyond timing noise: its upper quartile below their lower ones.
+    """
     if higher is None or len(means) < 2:
         return None
     ordered = means.sort_values(ascending=not higher)
-    return None if ordered.iloc[0] == ordered.iloc[1] else str(ordered.index[0])
+    if ordered.iloc[0] == ordered.iloc[1]:
+        return None
+    best = str(ordered.index[0])
+    if quartiles is not None:
+        others = quartiles.drop(index=best)
+        if not (quartiles.loc[best, "latency_p75_ms"] < others["latency_p25_ms"]).all():
+            return None
+    return best
 
 
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[str], list[list[str]]]:
@@ -65,7 +76,10 @@ def _cells(frame: pd.DataFrame) -> tuple[list[str], list[str], list[list[str]]]:
         label, higher, notebook = METRICS[metric]
         means = summary[(metric, "mean")]
         digits = 0 if metric == "parameters" else (2 if metric in ("latency_ms", "size_kb", "temperature") else 3)
-        best = _best(means.round(digits), higher)
+        quartiles = None
+        if metric == "latency_ms" and {"latency_p25_ms", "latency_p75_ms"} <= set(frame.columns):
+            quartiles = frame.groupby("model", sort=False)[["latency_p25_ms", "latency_p75_ms"]].mean()
+        best = _best(means.round(digits), higher, quartiles)
         cells = []
         for model in models:
             mean, std = means[model], summary.loc[model, (metric, "std")]
@@ -82,7 +96,7 @@ def _notes() -> list[str]:
 
 def card_markdown(frame: pd.DataFrame, title: str = "Model report card") -> str:
     """The card as a markdown table: metric, the notebook that teaches it, mean ± std per model (★: strictly
-    best at the shown precision; no ★ on a tie)."""
+    best at the shown precision, and for latency beyond the timing spread; no ★ on a tie)."""
     _check_frame(frame)
     _, headers, rows = _cells(frame)
     lines = [f"## {title}", "", "| metric | notebook | " + " | ".join(headers) + " |",
