@@ -932,6 +932,13 @@ bad("report_card-models-type", lambda: report.report_card([linear()], data.Digit
 bad("report_card-model-value", lambda: report.report_card({"a": "m"}, data.DigitsDataModule()), TypeError, "model")
 bad("evaluate_model-model", lambda: report.evaluate_model("m", data.DigitsDataModule()), TypeError, "model")
 bad("evaluate_model-datamodule", lambda: report.evaluate_model(linear(), X4), TypeError, "datamodule")
+numbers("evaluate_model", lambda v: (lambda: report.evaluate_model(linear(), data.DigitsDataModule(),
+                                                                  latency_repeats=v)), "latency_repeats", (0, 2.5, True))
+bad("report_card-unknown-kwarg", lambda: report.report_card({"a": linear()}, data.DigitsDataModule(), sevrity=3),
+    TypeError, "sevrity")
+bad("gate_rules-frame", lambda: report.gate_rules([1]), TypeError, "frame")
+bad("gate_rules-rules", lambda: report.gate_rules(pd.DataFrame({"model": ["a"]}), rules=["latency"]), TypeError,
+    "rules")
 numbers("evaluate_model", lambda v: (lambda: report.evaluate_model(linear(), data.DigitsDataModule(), severity=v)),
         "severity", (0, 6, True))
 numbers("evaluate_model", lambda v: (lambda: report.evaluate_model(linear(), data.DigitsDataModule(), epsilon=v)),

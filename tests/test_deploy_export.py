@@ -128,3 +128,22 @@ def test_bad_example_input_names_the_argument(tmp_path, bad, error, match):
 def test_with_temperature_rejects_a_bad_temperature(temperature):
     with pytest.raises(ValueError, match="temperature"):
         with_temperature(nn.Linear(2, 2), temperature)
+
+
+@pytest.mark.slow
+def test_parity_is_relative_to_the_logit_scale_so_a_sharp_calibrator_still_registers(tmp_path):
+    from toolkit.monitoring import ModelRegistry
+
+    torch.manual_seed(0)
+    model = CNN1D(num_classes=10).eval()
+    sharp = with_temperature(model, 1e-3)  # logits in the hundreds: float32 round-off exceeds 1e-5 in absolute
+    x = torch.randn(64, 40, generator=torch.Generator().manual_seed(1))
+    result = check_parity(sharp, OnnxRunner(export_onnx(sharp, x[:4], tmp_path / "s.onnx")), [x])
+    assert result.max_abs_logit > 10 and result.passed
+    assert result.max_abs_diff <= PARITY_ATOL * result.max_abs_logit
+    registry = ModelRegistry(tmp_path / "registry")
+    version = registry.register(model, example_input=x, temperature=1e-3)
+    assert registry.serving(version)["calibrator"]["temperature"] == pytest.approx(1e-3)
+    # a wrong artifact is still refused at that scale: the scale widens the tolerance, not the meaning
+    other = with_temperature(CNN1D(num_classes=10).eval(), 1e-3)
+    assert not check_parity(sharp, OnnxRunner(export_onnx(other, x[:4], tmp_path / "o.onnx")), [x]).passed

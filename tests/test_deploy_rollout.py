@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from toolkit.deploy import CanaryMonitor, LiveDrift, clopper_pearson, false_alarm_rate, in_canary
+from toolkit.monitoring import input_drift
 
 
 def _softmax(logits):
@@ -69,6 +70,11 @@ def test_false_alarm_rate_on_clean_traffic_is_consistent_with_alpha_and_shift_al
                              alpha=0.05, n_permutations=199)
     assert (table["windows"] == 40).all()
     assert (table["ci_low"] <= 0.05).all(), table  # the nominal rate is not exceeded detectably
+    from scipy.stats import binomtest
+
+    for name, row in table.iterrows():
+        assert row["p_above_alpha"] == pytest.approx(binomtest(int(row["alarms"]), 40, 0.05,
+                                                               alternative="greater").pvalue)
     shifted = clean + 1.0
     shifted_table = false_alarm_rate(ref, _softmax(ref @ weights), shifted[:1000], _softmax(shifted[:1000] @ weights),
                                      window=100, alpha=0.05, n_permutations=199)
@@ -83,5 +89,28 @@ def test_live_drift_tests_only_when_a_window_is_full_and_due():
     assert live.test() is None
     live.update(rng.normal(3.0, size=(1, 2)) + np.zeros((1, 2)), np.full((1, 2), 0.5))
     assert live.test() is not None and live.test() is None  # tested, then not due until 50 more
+    assert live.seen == live.tested_at == 100
     live.update(rng.normal(3.0, size=(100, 2)), np.full((100, 2), 0.5))
     assert live.test()["input_ks"].drift
+
+
+def test_live_drift_windows_end_at_multiples_of_every_however_the_traffic_is_chunked():
+    rng = np.random.default_rng(1)
+    ref, stream = rng.normal(size=(300, 3)), rng.normal(0.3, size=(400, 3))
+    probs = _softmax(stream)
+    results = []
+    for chunks in ([400], [7, 93, 1, 299], [3] * 133 + [1]):
+        live = LiveDrift(ref, _softmax(ref), window=100, every=50, n_permutations=99)
+        at, start = [], 0
+        for size in chunks:  # tests run between requests at arbitrary moments: here after every chunk
+            live.update(stream[start:start + size], probs[start:start + size])
+            start += size
+            result = live.test()
+            if result is not None:
+                at.append((live.tested_at, result["input_ks"].p_value, result["output_confidence"].p_value))
+        results.append(at)
+    assert all(t % 50 == 0 for t, *_ in results[2]) and results[2][-1][0] == 400
+    final = {tuple(r[-1]) for r in results}  # the last window, ending at input 400, tested identically
+    assert len(final) == 1
+    expected = input_drift(ref, stream[300:400])
+    assert results[0][-1][1] == pytest.approx(expected.p_value)

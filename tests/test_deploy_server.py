@@ -26,6 +26,7 @@ TEMPERATURE = 1.5
 NORMALIZATION = {"mean": 0.5, "std": 2.0}
 PROB_ATOL = 1e-5
 CANARY_SHARE = 0.5
+WORKERS = 2
 
 
 def _net(seed: int) -> nn.Module:
@@ -77,11 +78,13 @@ def served(base_registry, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rollouts(base_registry, tmp_path_factory):
-    """One server with a shadow (v2) and a canary (v3, half the traffic), PyTorch back end, no batching."""
+    """One server with a shadow (v2) and a canary (v3, half the traffic), PyTorch back end, no batching,
+    two LitServe workers (each with its own canary gate)."""
     root = tmp_path_factory.mktemp("rollouts") / "registry"
     shutil.copytree(base_registry, root)
     with running_server(root, "--shadow", "v2", "--canary", "v3", "--canary-share", str(CANARY_SHARE),
-                        "--max-inputs", "20", "--backend", "torch", "--no-batching", log_dir=root.parent) as server:
+                        "--max-inputs", "20", "--backend", "torch", "--no-batching", "--workers", str(WORKERS),
+                        log_dir=root.parent) as server:
         yield server, root
 
 
@@ -243,6 +246,37 @@ def test_shadow_scores_every_request_logs_agreement_and_never_answers(rollouts, 
         assert line["agreement"] == pytest.approx(float((prod == shadow).mean()))
 
 
+def _post_with_header(url: str, body: dict, request_id: str | None) -> tuple[int, dict, str | None]:
+    """(status, JSON, the response's X-Request-ID) of a POST sending ``request_id`` as X-Request-ID."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json", **({"X-Request-ID": request_id} if request_id else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, json.loads(response.read()), response.headers.get("X-Request-ID")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), error.headers.get("X-Request-ID")
+
+
+def test_the_x_request_id_header_routes_the_canary_and_is_echoed(rollouts):
+    server, _ = rollouts
+    raw = _inputs(1).tolist()
+    ids = [f"hdr-{k}" for k in range(40)]
+    routed = {True: [r for r in ids if in_canary(r, CANARY_SHARE)][:3], False: [r for r in ids
+                                                                               if not in_canary(r, CANARY_SHARE)][:3]}
+    for canary, chosen in routed.items():
+        for rid in chosen:
+            status, body, echoed = _post_with_header(server.url + "/predict", {"inputs": raw}, rid)
+            assert status == 200 and body["request_id"] == rid and echoed == rid
+            assert body["model_version"] == ("v3" if canary else "v1")
+    status, body, echoed = _post_with_header(server.url + "/predict", {"inputs": raw, "request_id": "a"}, "b")
+    assert status == 422 and "X-Request-ID" in body["detail"] and echoed == "b"
+    status, body, echoed = _post_with_header(server.url + "/predict", {"inputs": raw}, None)
+    assert status == 200 and echoed and body["request_id"] == echoed  # the server made one and says which
+
+
 def test_canary_share_is_deterministic_and_a_breach_rolls_back_with_an_incident(rollouts, models):
     server, registry = rollouts
     share = CANARY_SHARE
@@ -264,9 +298,12 @@ def test_canary_share_is_deterministic_and_a_breach_rolls_back_with_an_incident(
         assert server.predict({"inputs": raw.tolist(), "request_id": f"req-{i}"})[0] == 200
         i += 1
         assert time.monotonic() - start < 60, "the canary was never rolled back"
-    for j in range(5):
-        rid = next(f"req-{k}" for k in range(1000, 2000) if in_canary(f"req-{k}", share))
-        assert server.predict({"inputs": raw.tolist(), "request_id": rid})[1]["model_version"] == "v1"
+    # every worker stops the canary, not only the one whose gate fired: concurrent canary-routed
+    # requests reach both workers, and production answers all of them
+    canary_ids = [f"req-{k}" for k in range(1000, 3000) if in_canary(f"req-{k}", share)][:40]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda rid: server.predict({"inputs": raw.tolist(), "request_id": rid}), canary_ids))
+    assert [body["model_version"] for _, body in answers] == ["v1"] * len(canary_ids)
     metrics = server.get("/metrics")[1]
     incidents = [json.loads(line) for line in (registry / "incidents.jsonl").read_text().splitlines()]
     assert len(incidents) == 1
@@ -289,6 +326,7 @@ def test_serve_refuses_a_registry_with_nothing_servable(tmp_path):
     ({"backend": "tensorrt"}, "backend"),
     ({"max_batch_size": 0}, "max_batch_size"),
     ({"max_inputs": 2.5}, "max_inputs"),
+    ({"workers": 0}, "workers"),
     ({"batch_timeout_s": -1}, "batch_timeout_s"),
     ({"canary_share": 1.5}, "canary_share"),
     ({"canary": "v9"}, "canary"),

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.data import DigitsDataModule
+from toolkit import report
 from toolkit.report import card as card_module
 from toolkit.report import missing_axes, card_html, card_markdown, evaluate_model, plot_dashboard, report_card, summarize_card
 
@@ -131,3 +132,154 @@ def test_no_ood_column_without_held_out_classes():
 def test_bad_input_raises_a_clear_error(dm, call, error, match):
     with pytest.raises(error, match=match):
         call(dm)
+
+
+# ---- latency side by side, ties, any DataModule --------------------------------------------------
+class _Clock:
+    """A fake ``time.perf_counter``: each model call advances it by its cost times the machine's slowness."""
+
+    def __init__(self, slope=0.0, noise=0.0, seed=0):
+        self.now, self.calls, self.slope, self.noise = 0.0, 0, slope, noise
+        self.rng = np.random.default_rng(seed)
+
+    def perf_counter(self):
+        return self.now
+
+    def tick(self, cost):
+        self.now += cost * (1 + self.slope * self.calls) * (1 + self.noise * self.rng.random())
+        self.calls += 1
+
+
+class _Timed(nn.Module):
+    """A linear model whose every call costs ``cost`` units on the fake clock."""
+
+    def __init__(self, linear, clock, cost=1.0):
+        super().__init__()
+        self.linear, self.clock, self.cost = linear, clock, cost
+
+    def forward(self, x):
+        self.clock.tick(self.cost)
+        return self.linear(x)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from types import SimpleNamespace
+
+    from toolkit.cost import profile
+
+    fake = _Clock()
+    monkeypatch.setattr(profile, "time", SimpleNamespace(perf_counter=fake.perf_counter))
+    return fake
+
+
+def test_identical_models_get_the_same_latency_while_the_machine_slows_down(dm, clock):
+    # the machine slows down steadily (load arriving): a model timed after the other would look slower
+    clock.slope = 0.01
+    linear = _trained(dm)
+    frame = report_card({"a": _Timed(linear, clock), "b": _Timed(linear, clock)}, dm, **FAST)
+    a, b = frame.set_index("model")["latency_ms"]
+    assert b / a == pytest.approx(1.0, abs=0.05)
+
+
+def test_gate_rules_widen_the_latency_tolerance_by_the_timing_spread_and_still_block_a_slower_model(dm, clock):
+    from toolkit.monitoring import GateRule, regression_gate
+
+    clock.noise = 1.0
+    linear = _trained(dm)
+    frame = report_card({"production": _Timed(linear, clock), "same": _Timed(linear, clock),
+                         "slower": _Timed(linear, clock, cost=3.0)}, dm, **FAST).set_index("model")
+    base = GateRule("latency_ms", higher_is_better=False, tolerance=0.2, relative=True)
+    (rule,) = report.gate_rules(frame.reset_index(), [base])
+    spread = ((frame.latency_p75_ms - frame.latency_p25_ms) / frame.latency_ms).max()
+    assert spread > 0.1 and rule.tolerance == pytest.approx(0.2 + spread)
+    assert regression_gate(frame.loc["same"], frame.loc["production"], [rule]).passed
+    assert not regression_gate(frame.loc["slower"], frame.loc["production"], [rule]).passed
+    kept = report.gate_rules(frame.reset_index().drop(columns="latency_p25_ms"), [base, GateRule("ece", False, 0.01)])
+    assert [r.metric for r in kept] == ["ece"]  # no spread measured: no latency rule to judge noise with
+
+
+def test_no_star_on_a_tie_at_the_shown_precision():
+    frame = pd.DataFrame({"model": ["a", "b"], "seed": [0, 0], "accuracy": [0.9, 0.95], "parameters": [650.0, 650.0],
+                          "latency_ms": [0.0312, 0.0308], "ece": [0.05, 0.05]})
+    rows = {line.split("|")[1].strip(): line.split("|")[3:5] for line in card_markdown(frame).splitlines()
+            if line.startswith("| ") and "notebook" not in line}
+    assert rows["test accuracy ↑"][1].strip().endswith("★") and "★" not in rows["test accuracy ↑"][0]
+    for metric in ("parameters ↓", "latency per batch (ms) ↓", "test ECE ↓"):
+        assert "★" not in "".join(rows[metric]), (metric, rows[metric])
+    # latency: a gap at the shown precision within the spread of single calls gets no star; beyond it, one
+    timed = frame.assign(latency_ms=[0.43, 0.42], latency_p25_ms=[0.40, 0.39], latency_p75_ms=[0.46, 0.45])
+    line = next(row for row in card_markdown(timed).splitlines() if row.startswith("| latency"))
+    assert "★" not in line
+    timed = timed.assign(latency_ms=[0.43, 0.21], latency_p25_ms=[0.40, 0.20], latency_p75_ms=[0.46, 0.22])
+    line = next(row for row in card_markdown(timed).splitlines() if row.startswith("| latency"))
+    assert line.split("|")[4].strip().endswith("★")
+
+
+def _plain_accuracy(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def test_report_card_takes_mnist1d_its_shift_and_held_out_classes():
+    from toolkit.data import MNIST1DDataModule
+
+    dm1d = MNIST1DDataModule(num_samples=1000, flatten=True, ood_classes=(9,))
+    dm1d.setup()
+    torch.manual_seed(0)
+    model = nn.Linear(40, dm1d.num_classes)
+    frame = report_card({"lr": model}, dm1d, corruptions=["translation"], adversarial_samples=20, pgd_steps=2,
+                        latency_batch=8, latency_repeats=3)
+    row = frame.iloc[0]
+    assert row["accuracy"] == pytest.approx(_plain_accuracy(model, *dm1d.tensors("test")))
+    assert row["shift_accuracy"] == pytest.approx(_plain_accuracy(model, *dm1d.shifted_tensors("translation", 3)))
+    assert 0 <= row["ood_auroc"] <= 1 and "ece_ts" in row and "robust_accuracy" in row
+    with pytest.raises(ValueError, match="corruptions"):
+        evaluate_model(model, dm1d, corruptions=["contrast"])  # a Digits-C corruption is not an MNIST-1D-C one
+
+
+@pytest.mark.parametrize("package", ["pytorch_lightning", "lightning.pytorch"])
+def test_report_card_takes_any_lightning_datamodule_with_dict_batches(dm, package):
+    pl = pytest.importorskip(package)
+    x_test, y_test = dm.tensors("test")
+    x_val, y_val = dm.tensors("val")
+
+    class Dicts(torch.utils.data.Dataset):
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return {"inputs": self.x[i], "label": self.y[i]}
+
+    class PlainDataModule(pl.LightningDataModule):
+        def setup(self, stage):
+            self.test, self.val = Dicts(x_test, y_test), Dicts(x_val, y_val)
+
+        def test_dataloader(self):
+            return torch.utils.data.DataLoader(self.test, batch_size=50)
+
+        def val_dataloader(self):
+            return torch.utils.data.DataLoader(self.val, batch_size=50)
+
+    model = _trained(dm)
+    row = report_card({"lr": model}, PlainDataModule(), **{**FAST, "corruptions": None}).iloc[0]
+    expected = evaluate_model(model, (x_test, y_test), **{**FAST, "corruptions": None})
+    assert row["accuracy"] == pytest.approx(_plain_accuracy(model, x_test, y_test))
+    assert row["ece"] == pytest.approx(expected["ece"]) and "ece_ts" in row and "shift_accuracy" not in row
+
+
+def test_report_card_takes_a_dataloader_and_shifted_loaders(dm):
+    x, y = dm.tensors("test")
+    xs, ys = dm.shifted_tensors("contrast", 3)
+    model = _trained(dm)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64)
+    shift = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xs, ys), batch_size=64)
+    row = report_card({"lr": model}, loader, shift=shift, **{**FAST, "corruptions": None}).iloc[0]
+    assert row["accuracy"] == pytest.approx(_plain_accuracy(model, x, y))
+    assert row["shift_accuracy"] == pytest.approx(_plain_accuracy(model, xs, ys))
+    assert "ece_ts" not in row  # no validation split in a bare loader
+    with pytest.raises(TypeError, match="datamodule"):
+        report_card({"lr": model}, 3.0)

@@ -18,7 +18,7 @@ COMMANDS = ("serve", "registry")
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
-    from toolkit.deploy.server import BACKENDS, BATCH_TIMEOUT_S, MAX_BATCH_SIZE, MAX_INPUTS, RELOAD_INTERVAL_S
+    from toolkit.deploy.server import BACKENDS, BATCH_TIMEOUT_S, MAX_BATCH_SIZE, MAX_INPUTS, RELOAD_INTERVAL_S, WORKERS
 
     p = sub.add_parser("serve", help="serve the registry's production version over HTTP (LitServe)")
     p.add_argument("--registry", required=True, help="folder of the ModelRegistry")
@@ -34,6 +34,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--canary", default=None, metavar="VERSION", help="answer --canary-share of requests with it")
     p.add_argument("--canary-share", type=float, default=0.1)
     p.add_argument("--num-threads", type=int, default=1, help="threads of the back end")
+    p.add_argument("--workers", type=int, default=WORKERS,
+                   help="LitServe worker processes (each gates its own canary traffic; a rollback stops all)")
     p.add_argument("--reload-interval", type=float, default=RELOAD_INTERVAL_S,
                    help="seconds between two looks at the registry")
     p.add_argument("--run-dir", default=None, help="folder for the server's state and metrics (default: a temp dir)")
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                   max_batch_size=1 if args.no_batching else args.max_batch_size, batch_timeout_s=args.batch_timeout,
                   max_inputs=args.max_inputs, shadow=args.shadow, canary=args.canary,
                   canary_share=args.canary_share, num_threads=args.num_threads,
-                  reload_interval_s=args.reload_interval, run_dir=args.run_dir)
+                  reload_interval_s=args.reload_interval, run_dir=args.run_dir, workers=args.workers)
             return 0
         from toolkit.monitoring import ModelRegistry
 

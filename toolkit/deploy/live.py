@@ -57,11 +57,16 @@ def _detect(reference_inputs: np.ndarray, reference_probs: np.ndarray, inputs: n
 class LiveDrift:
     """Drift tests on a sliding window of served inputs and probabilities (thread-safe).
 
+    A test is due each time the count of served inputs reaches a multiple of ``every`` (with at least
+    a full window served); it tests the window that ended exactly there, whenever :meth:`test` runs, so
+    the same traffic gives the same windows and p-values however the requests were timed (a later
+    window replaces an untested earlier one).
+
     Args:
         reference_inputs: ``(N, ...)`` model inputs the version was validated on.
         reference_probs: ``(N, C)`` the version's probabilities on them.
         window: served inputs tested together, ``>= 10``.
-        every: new inputs between two tests, ``>= 1``.
+        every: a test every ``every`` served inputs, ``>= 1``.
         alpha: false-alarm rate of each detector per test, in ``(0, 1)``.
         n_permutations: resamples of the output test, ``>= 99``.
     """
@@ -74,30 +79,39 @@ class LiveDrift:
         self.alpha, self.n_permutations = alpha, n_permutations
         self._inputs: deque = deque(maxlen=self.window)
         self._probs: deque = deque(maxlen=self.window)
-        self._new = 0
+        self._pending: tuple[np.ndarray, np.ndarray, int] | None = None
         self._tests = 0
+        self.seen = 0         # inputs added so far
+        self.tested_at = 0    # ``seen`` at the end of the last tested window
         self._lock = threading.Lock()
 
     def update(self, inputs: np.ndarray, probs: np.ndarray) -> None:
         """Add served inputs ``(n, ...)`` and their probabilities ``(n, C)``."""
         with self._lock:
-            self._inputs.extend(inputs)
-            self._probs.extend(probs)
-            self._new += len(inputs)
+            i = 0
+            while i < len(inputs):
+                take = min(self.every - self.seen % self.every, len(inputs) - i)
+                self._inputs.extend(inputs[i:i + take])
+                self._probs.extend(probs[i:i + take])
+                self.seen += take
+                i += take
+                if self.seen % self.every == 0 and len(self._inputs) >= self.window:
+                    self._pending = (np.stack(self._inputs), np.stack(self._probs), self.seen)
 
     def due(self) -> bool:
-        return len(self._inputs) >= self.window and self._new >= self.every
+        return self._pending is not None
 
     def test(self) -> dict[str, DriftResult] | None:
-        """Run both detectors on the current window if a test is due; else None."""
+        """Run both detectors on the latest due window; None when no test is due."""
         with self._lock:
-            if not self.due():
+            if self._pending is None:
                 return None
-            self._new = 0
-            inputs, probs = np.stack(self._inputs), np.stack(self._probs)
-        self._tests += 1
+            inputs, probs, self.tested_at = self._pending
+            self._pending = None
+            self._tests += 1
+        # the permutations are seeded by the window's end, so a replay gets the same p-values
         return _detect(self.reference_inputs, self.reference_probs, inputs, probs, self.alpha,
-                       self.n_permutations, seed=self._tests)
+                       self.n_permutations, seed=self.tested_at)
 
 
 def clopper_pearson(successes: int, trials: int, confidence_level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
@@ -121,7 +135,9 @@ def false_alarm_rate(reference_inputs: Any, reference_probs: Any, clean_inputs: 
         alpha, n_permutations: as for :class:`LiveDrift`.
 
     Returns:
-        One row per detector: ``windows``, ``alarms``, ``rate``, ``ci_low``, ``ci_high``, ``alpha``.
+        One row per detector: ``windows``, ``alarms``, ``rate``, ``ci_low``, ``ci_high``, ``alpha`` and
+        ``p_above_alpha``, the exact one-sided binomial p-value of "the rate exceeds ``alpha``"
+        (``scipy.stats.binomtest(alarms, windows, alpha, alternative="greater")``): small means too many alarms.
     """
     window = _check_int("window", window, 10)
     clean_inputs, clean_probs = np.asarray(clean_inputs), np.asarray(clean_probs)
@@ -138,9 +154,12 @@ def false_alarm_rate(reference_inputs: Any, reference_probs: Any, clean_inputs: 
                           clean_probs[part], alpha, n_permutations, seed=w)
         for name, result in results.items():
             alarms[name] += int(result.drift)
+    from scipy.stats import binomtest
+
     rows = []
     for name, k in alarms.items():
         low, high = clopper_pearson(k, n_windows)
         rows.append({"detector": name, "windows": n_windows, "alarms": k, "rate": k / n_windows,
-                     "ci_low": low, "ci_high": high, "alpha": alpha})
+                     "ci_low": low, "ci_high": high, "alpha": alpha,
+                     "p_above_alpha": float(binomtest(k, n_windows, alpha, alternative="greater").pvalue)})
     return pd.DataFrame(rows).set_index("detector")

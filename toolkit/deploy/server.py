@@ -5,7 +5,9 @@ The HTTP server is LitServe's (FastAPI and uvicorn underneath); this module supp
 
 - ``POST /predict`` with ``{"inputs": [...], "request_id": "...", "targets": [...]}`` (a batch of
   inputs in the model's input shape; ``request_id`` and ``targets`` optional) answers
-  ``{"probs", "labels", "confidence", "model_version", "request_id"}``. The version's normalization
+  ``{"probs", "labels", "confidence", "model_version", "request_id"}``. The request id may come in the
+  body or in an ``X-Request-ID`` header (the two must agree when both are sent); without either the
+  server makes one. Its value routes the canary, and it is echoed in the response's ``X-Request-ID``. The version's normalization
   ``(x - mean) / std`` is applied to the inputs; the probabilities are calibrated (the temperature is
   inside the exported graph).
 - A bad request (missing key, wrong shape or length, non-numbers, NaN/Inf, more inputs than
@@ -20,7 +22,11 @@ The HTTP server is LitServe's (FastAPI and uvicorn underneath); this module supp
   then one reference assignment replaces the old, and each batch uses the model it started with, so
   no request meets a half-loaded model. There is no admin endpoint: versions change through the
   registry (``python -m toolkit registry promote|rollback``).
-- Shadow and canary: see :mod:`toolkit.deploy.rollout`.
+- Shadow and canary: see :mod:`toolkit.deploy.rollout`. With several LitServe workers
+  (``workers``), each worker gates the canary traffic it answers; the first worker whose gate fires
+  creates ``canary_stopped.json`` in the run folder (an exclusive create, so exactly one incident is
+  written) and every worker checks that file before each batch, so the rollback holds for all of
+  them from the next batch on.
 - Live monitoring: the drift detectors of :mod:`toolkit.monitoring` (Kolmogorov-Smirnov per feature
   with Bonferroni, and a permutation test on the confidence) on a sliding window of served inputs
   against the reference sample registered with the version.
@@ -42,6 +48,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -66,6 +73,10 @@ RELOAD_INTERVAL_S = 0.5      # how often the worker looks at the registry's mani
 STATE_FILE = "state.json"
 SHADOW_LOG = "shadow.jsonl"
 INCIDENT_LOG = "incidents.jsonl"
+CANARY_STOP_FILE = "canary_stopped.json"
+REQUEST_ID_HEADER = "x-request-id"
+MAX_REQUEST_ID_CHARS = 128
+WORKERS = 1                  # LitServe worker processes
 MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
 _LOG = logging.getLogger(__name__)
 
@@ -96,6 +107,17 @@ def validate_inputs(inputs: Any, shape: Sequence[int] | None, max_inputs: int) -
     return array
 
 
+# the X-Request-ID of the request being validated (set by the middleware, read by the validator, which
+# writes back the id the request ends up with so the middleware can echo it)
+_REQUEST_ID: ContextVar[dict | None] = ContextVar("toolkit_request_id", default=None)
+
+
+def _check_request_id(value: str, where: str) -> str:
+    if not value or len(value) > MAX_REQUEST_ID_CHARS or not value.isprintable() or not value.isascii():
+        raise ValueError(f"{where} must be 1 to {MAX_REQUEST_ID_CHARS} printable ASCII characters, got {value[:40]!r}")
+    return value
+
+
 class PredictRequest(BaseModel):
     """The body of ``POST /predict``: ``inputs`` (required), ``request_id`` and ``targets`` (optional)."""
 
@@ -109,6 +131,22 @@ class PredictRequest(BaseModel):
     @classmethod
     def _inputs(cls, value: Any) -> np.ndarray:
         return validate_inputs(value, cls.limits["shape"], cls.limits["max_inputs"])
+
+    @model_validator(mode="after")
+    def _request_id(self) -> "PredictRequest":
+        holder = _REQUEST_ID.get()
+        header = None if holder is None else holder["header"]
+        if header is not None:
+            _check_request_id(header, "the X-Request-ID header")
+        if self.request_id is not None:
+            _check_request_id(self.request_id, "request_id")
+            if header is not None and header != self.request_id:
+                raise ValueError(f"request_id {self.request_id!r} differs from the X-Request-ID header {header!r}: "
+                                 "send one of them, or the same id in both")
+        self.request_id = self.request_id or header or uuid.uuid4().hex
+        if holder is not None:
+            holder["id"] = self.request_id
+        return self
 
     @model_validator(mode="after")
     def _targets(self) -> "PredictRequest":
@@ -164,18 +202,30 @@ class _HttpMetrics:
             await self.app(scope, receive, send)
             return
         start, status = time.perf_counter(), {"code": 500}
+        holder: dict[str, str | None] = {"header": None, "id": None}
 
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                echoed = holder["id"] or holder["header"]
+                if echoed is not None and echoed.isascii() and echoed.isprintable():
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (REQUEST_ID_HEADER.encode(), echoed.encode())]}
             await send(message)
 
+        token = None
         if scope.get("path") == "/predict":  # the body is JSON whatever the client declared (curl -d: a form)
             headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
             scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            for key, value in headers:
+                if key.lower() == REQUEST_ID_HEADER.encode():
+                    holder["header"] = value.decode("latin-1")
+            token = _REQUEST_ID.set(holder)
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            if token is not None:
+                _REQUEST_ID.reset(token)
             path = scope.get("path", "")
             path = path if path in ("/predict", "/health", "/metrics") else "other"
             code = str(status["code"])
@@ -314,7 +364,7 @@ class ClassifierAPI(ls.LitAPI):
                   "canary": None if state.canary is None else state.canary.version,
                   "canary_share": self.canary_share if state.canary is not None else 0.0,
                   "shadow": None if state.shadow is None else state.shadow.version,
-                  "max_batch_size": self.max_batch_size, "updated": utc_now()}
+                  "max_batch_size": self.max_batch_size, "pid": os.getpid(), "updated": utc_now()}
         _atomic_write(self.run_dir / STATE_FILE, lambda tmp: tmp.write_text(json.dumps(record)))
 
     def _watch(self) -> None:
@@ -375,6 +425,7 @@ class ClassifierAPI(ls.LitAPI):
             self.metrics.drift.labels(detector, "p_value").set(result.p_value)
             self.metrics.drift.labels(detector, "alarm").set(float(result.drift))
             self.metrics.drift.labels(detector, "threshold").set(result.threshold)
+            self.metrics.drift.labels(detector, "inputs_seen").set(drift.tested_at)
 
     # ---- serving ----------------------------------------------------------------------------------
     def decode_request(self, request: PredictRequest) -> dict[str, Any]:
@@ -383,6 +434,8 @@ class ClassifierAPI(ls.LitAPI):
 
     def predict(self, x: Any) -> Any:
         requests = x if self.max_batch_size > 1 else [x]
+        if self._state.canary is not None and (self.run_dir / CANARY_STOP_FILE).exists():
+            self._drop_canary(self._state.canary)  # another worker's gate fired
         state = self._state  # this batch is answered by the versions it started with
         sizes = [len(r["inputs"]) for r in requests]
         self.metrics.batch.observe(len(requests))
@@ -439,21 +492,33 @@ class ClassifierAPI(ls.LitAPI):
         verdict = self.canary_monitor.update(cand, prod_rows, targets)
         if verdict is None or verdict.passed:
             return
-        with self._lock:
-            if self._state.canary is not state.canary:
-                return
-            self._state = _State(self._state.production, None, self._state.shadow, self._state.stamp)
-        self.metrics.canary_active.set(0)
+        try:  # exclusive create: of all workers, only the first to fire writes the incident
+            fd = os.open(self.run_dir / CANARY_STOP_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            self._drop_canary(state.canary)
+            return
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"time": utc_now(), "version": state.canary.version, "pid": os.getpid()}))
         self.metrics.incidents.labels("canary_rollback").inc()
         table = verdict.table.reset_index().to_dict(orient="records")
-        append_jsonl(self.registry_root / INCIDENT_LOG, {
+        append_jsonl(self.registry_root / INCIDENT_LOG, {  # written before /health shows the canary gone
             "time": utc_now(), "kind": "canary_rollback", "version": state.canary.version,
             "restored": state.production.version, "fired": verdict.failures, "window": self.canary_monitor.window,
             "canary_started": self.canary_started,
             "gate": table})
         _LOG.warning("canary %s rolled back to %s: %s", state.canary.version, state.production.version,
                      verdict.verdict)
+        self._drop_canary(state.canary)
+
+    def _drop_canary(self, canary: _Served | None) -> bool:
+        """Stop answering with ``canary`` in this worker; False when it was no longer active."""
+        with self._lock:
+            if canary is None or self._state.canary is not canary:
+                return False
+            self._state = _State(self._state.production, None, self._state.shadow, self._state.stamp)
+        self.metrics.canary_active.set(0)
         self._write_state()
+        return True
 
     def encode_response(self, output: dict[str, Any]) -> dict[str, Any]:
         probs, served = output["probs"], output["served"]
@@ -473,14 +538,17 @@ def build_server(registry: str | Path, backend: str = "onnx", max_batch_size: in
                  batch_timeout_s: float = BATCH_TIMEOUT_S, max_inputs: int = MAX_INPUTS,
                  shadow: str | None = None, canary: str | None = None, canary_share: float = 0.1,
                  canary_monitor: CanaryMonitor | None = None, num_threads: int = 1,
-                 reload_interval_s: float = RELOAD_INTERVAL_S, run_dir: str | Path | None = None) -> ls.LitServer:
+                 reload_interval_s: float = RELOAD_INTERVAL_S, run_dir: str | Path | None = None,
+                 workers: int = WORKERS) -> ls.LitServer:
     """A ``LitServer`` for ``registry``'s production version (arguments as :class:`ClassifierAPI`;
-    ``max_inputs``: inputs per request, ``>= 1``). Checks everything it can before starting."""
+    ``max_inputs``: inputs per request, ``>= 1``; ``workers``: LitServe worker processes, ``>= 1``, each
+    with its own copy of the models and its own canary gate, see the module docstring). Checks
+    everything it can before starting."""
     from toolkit.monitoring import ModelRegistry
 
     _check_choice("backend", backend, BACKENDS)
     for name, value, low in (("max_batch_size", max_batch_size, 1), ("max_inputs", max_inputs, 1),
-                             ("num_threads", num_threads, 1)):
+                             ("num_threads", num_threads, 1), ("workers", workers, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     for name, value in (("batch_timeout_s", batch_timeout_s), ("reload_interval_s", reload_interval_s)):
@@ -503,13 +571,14 @@ def build_server(registry: str | Path, backend: str = "onnx", max_batch_size: in
     for stale in metrics_dir.glob("*.db"):
         stale.unlink()
     (run_dir / STATE_FILE).unlink(missing_ok=True)
+    (run_dir / CANARY_STOP_FILE).unlink(missing_ok=True)
     _use_multiprocess_metrics(metrics_dir)
     PredictRequest.limits = {"shape": info["input_shape"], "max_inputs": max_inputs,
                              "num_classes": info["num_classes"]}
     api = ClassifierAPI(registry, run_dir, backend=backend, max_batch_size=max_batch_size,
                         batch_timeout_s=batch_timeout_s, shadow=shadow, canary=canary, canary_share=canary_share,
                         canary_monitor=canary_monitor, num_threads=num_threads, reload_interval_s=reload_interval_s)
-    server = ls.LitServer(api, accelerator="cpu", healthcheck_path="/litserve/health", info_path="/litserve/info",
+    server = ls.LitServer(api, accelerator="cpu", workers_per_device=workers, healthcheck_path="/litserve/health", info_path="/litserve/info",
                           max_payload_size=MAX_PAYLOAD_BYTES, disable_openapi_url=True,
                           middlewares=[_HttpMetrics])
     server.app.add_exception_handler(RequestValidationError, _validation_error)

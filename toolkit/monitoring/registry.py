@@ -261,7 +261,8 @@ class ModelRegistry:
             for f in files.values():
                 (self.root / f["file"]).unlink(missing_ok=True)
             raise ValueError(f"the ONNX export of the model differs from eager by {parity.max_abs_diff:.3g} "
-                             f"> {atol:g}: not registered")
+                             f"> {parity.allowed:.3g} ({atol:g} x max(1, largest |logit| {parity.max_abs_logit:.3g})): "
+                             "not registered")
         temperature = temperature_of(model)
         return {"files": files, "input_shape": list(example.shape[1:]), "dtype": str(example.dtype).replace("torch.", ""),
                 "num_classes": num_classes, "class_names": [str(c) for c in class_names],

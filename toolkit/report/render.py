@@ -47,6 +47,25 @@ def plot_dashboard(frame: pd.DataFrame, metrics: tuple[str, ...] = _DASHBOARD_ME
     return fig
 
 
+def _best(means: pd.Series, higher: bool | None, quartiles: pd.DataFrame | None = None) -> str | None:
+    """The model strictly better than every other at the shown precision; None on a tie or one model.
+
+    With ``quartiles`` (latency: the mean ``latency_p25_ms`` and ``latency_p75_ms`` per model), the best
+    must also be better than the others beyond timing noise: its upper quartile below their lower ones.
+    """
+    if higher is None or len(means) < 2:
+        return None
+    ordered = means.sort_values(ascending=not higher)
+    if ordered.iloc[0] == ordered.iloc[1]:
+        return None
+    best = str(ordered.index[0])
+    if quartiles is not None:
+        others = quartiles.drop(index=best)
+        if not (quartiles.loc[best, "latency_p75_ms"] < others["latency_p25_ms"]).all():
+            return None
+    return best
+
+
 def _cells(frame: pd.DataFrame) -> tuple[list[str], list[str], list[list[str]]]:
     summary = summarize_card(frame)
     models = list(summary.index)
@@ -56,13 +75,16 @@ def _cells(frame: pd.DataFrame) -> tuple[list[str], list[str], list[list[str]]]:
     for metric in metrics:
         label, higher, notebook = METRICS[metric]
         means = summary[(metric, "mean")]
-        best = None if higher is None else (means.idxmax() if higher else means.idxmin())
+        digits = 0 if metric == "parameters" else (2 if metric in ("latency_ms", "size_kb", "temperature") else 3)
+        quartiles = None
+        if metric == "latency_ms" and {"latency_p25_ms", "latency_p75_ms"} <= set(frame.columns):
+            quartiles = frame.groupby("model", sort=False)[["latency_p25_ms", "latency_p75_ms"]].mean()
+        best = _best(means.round(digits), higher, quartiles)
         cells = []
         for model in models:
             mean, std = means[model], summary.loc[model, (metric, "std")]
-            digits = 0 if metric == "parameters" else (2 if metric in ("latency_ms", "size_kb", "temperature") else 3)
             text = f"{mean:,.{digits}f}" + (f" ± {std:.{digits}f}" if seeds[model] > 1 and not math.isnan(std) else "")
-            cells.append(text + (" ★" if len(models) > 1 and model == best else ""))
+            cells.append(text + (" ★" if model == best else ""))
         rows.append([f"{label} {_ARROWS[higher]}".strip(), notebook] + cells)
     return models, [f"{m} ({seeds[m]} seed{'s' if seeds[m] > 1 else ''})" for m in models], rows
 
@@ -73,7 +95,8 @@ def _notes() -> list[str]:
 
 
 def card_markdown(frame: pd.DataFrame, title: str = "Model report card") -> str:
-    """The card as a markdown table: metric, the notebook that teaches it, mean ± std per model (★ best)."""
+    """The card as a markdown table: metric, the notebook that teaches it, mean ± std per model (★: strictly
+    best at the shown precision, and for latency beyond the timing spread; no ★ on a tie)."""
     _check_frame(frame)
     _, headers, rows = _cells(frame)
     lines = [f"## {title}", "", "| metric | notebook | " + " | ".join(headers) + " |",
