@@ -187,3 +187,47 @@ def test_fit_last_resumes_the_run_of_the_same_seed_only(tmp_path):
     again = run(0, 2, "last")
     assert again.run_dir == first.run_dir and again.extra["resumed_from"] is not None
     assert again.trainer.global_step == 2 * first.trainer.global_step  # one more epoch, not two
+
+
+@pytest.mark.slow
+def test_fit_last_resumes_a_unified_lightning_module_exactly_with_its_digests(tmp_path):
+    """A ``lightning.pytorch`` module gets that namespace's Trainer, checksum plugin, ExactResume and
+    resumed logger: interrupted after 2 epochs and resumed to 4, it ends bitwise equal to 4 epochs straight."""
+    L = pytest.importorskip("lightning")
+    from torch import nn
+
+    from toolkit.training import fit
+
+    class UsersData(L.LightningDataModule):  # the toolkit's DataModules are pytorch_lightning ones
+        def train_dataloader(self):  # a stateful loader, as exact resuming needs (ExactResume's docstring)
+            x = torch.randn(160, 2, generator=torch.Generator().manual_seed(0))
+            return TensorBatchLoader(x, (x[:, 0] * x[:, 1] > 0).long(), batch_size=32, shuffle=True, seed=1)
+
+    class Users(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+
+        def training_step(self, batch, batch_idx):
+            loss = nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+            self.log("train_loss", loss, on_epoch=True, on_step=False)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    def run(epochs, root, ckpt_path=None):
+        return fit(Users, UsersData(), max_epochs=epochs, seed=5, test=False,
+                   accelerator="cpu", runs_dir=root, ckpt_path=ckpt_path, enable_progress_bar=False,
+                   callbacks=[L.pytorch.callbacks.ModelCheckpoint(save_last=True)])
+
+    straight = run(4, tmp_path / "straight")
+    first = run(2, tmp_path / "resumed")
+    assert type(first.trainer).__module__.startswith("lightning.pytorch")
+    last = first.run_dir / "checkpoints" / "last.ckpt"
+    assert (last.parent / "last.ckpt.sha256").is_file()
+    resumed = run(4, tmp_path / "resumed", "last")
+    assert resumed.run_dir == first.run_dir and resumed.extra["resumed_from"] is not None
+    for name, value in straight.module.state_dict().items():
+        assert torch.equal(resumed.module.state_dict()[name], value), name
+    assert list(resumed.history["epoch"]) == [0, 1, 2, 3]  # the rows before the interruption kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import importlib
 import importlib.metadata
 import json
 import logging
@@ -21,9 +22,6 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
-from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.plugins.io import CheckpointIO
 
 from toolkit._lightning import is_callback, is_datamodule, is_lightning_module, namespace_of, submodule
@@ -263,7 +261,7 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     from toolkit.security.checkpoint_io import Sha256CheckpointIO  # security imports training: import late
 
-    if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+    if not any(_is_checkpoint_io(plugin) for plugin in plugins):
         plugins.append(Sha256CheckpointIO())
     callbacks = list(callbacks)
     if not any(isinstance(callback, ExactResume) for callback in callbacks):
@@ -274,12 +272,12 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
         module = _build(model, "LightningModule", "model")
         datamodule = _build(data, "LightningDataModule", "data")
         lightning = namespace_of(module, datamodule)  # a lightning.pytorch module gets a lightning.pytorch Trainer
-        if lightning is not pl:  # the checksum plugin and ExactResume are pytorch_lightning classes
-            plugins = [p for p in plugins if not isinstance(p, Sha256CheckpointIO)]
-            callbacks = [c for c in callbacks if not isinstance(c, ExactResume)]
+        if lightning is not pl:  # its Trainer refuses pytorch_lightning plugins: the same plugin, its namespace's
+            plugins = [Sha256CheckpointIO.for_namespace(lightning, p.require_sha256)
+                       if type(p) is Sha256CheckpointIO else p for p in plugins]
         # rows reach the file as they are logged, so a run killed with SIGKILL keeps its history
-        resumed = version is not None and lightning is pl
-        logger_cls = _ResumedCSVLogger if resumed else submodule(lightning, "loggers").CSVLogger
+        resumed = version is not None
+        logger_cls = _resumed_logger_class(lightning.__name__) if resumed else submodule(lightning, "loggers").CSVLogger
         logger = logger_cls(save_dir=runs_dir, name=name, version=version, flush_logs_every_n_steps=1)
         with _trainer_setup():
             trainer = lightning.Trainer(
@@ -304,27 +302,39 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
                      extra={"resumed_from": None if resume_from is None else Path(resume_from)})
 
 
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
-
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                header = file.readline().strip()
-            self.metrics_keys = sorted(key for key in header.split(",") if key)
+def _is_checkpoint_io(plugin: Any) -> bool:
+    """A checkpoint I/O plugin of either namespace (the unified package's own base class is another)."""
+    unified = sys.modules.get("lightning.fabric.plugins.io")
+    return isinstance(plugin, CheckpointIO) or (unified is not None and isinstance(plugin, unified.CheckpointIO))
 
 
-class _ResumedCSVLogger(CSVLogger):
-    """The CSV logger of a resumed run: rows before the interruption stay (rows replayed from the
-    checkpoint's step on appear twice in the file; :func:`read_history` keeps the later ones)."""
+@functools.lru_cache(maxsize=None)
+def _resumed_logger_class(namespace: str) -> type:
+    """The CSV logger of a resumed run, in ``namespace`` (``pytorch_lightning`` or ``lightning.pytorch``):
+    rows before the interruption stay (rows replayed from the checkpoint's step on appear twice in the
+    file; :func:`read_history` keeps the later ones)."""
+    csv_logs = importlib.import_module(f"{namespace}.loggers.csv_logs")
+    rank_zero_experiment = importlib.import_module(f"{namespace}.loggers.logger").rank_zero_experiment
 
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+    class AppendingWriter(csv_logs.ExperimentWriter):
+        """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
+
+        def _check_log_dir_exists(self) -> None:
+            if self._fs.isfile(self.metrics_file_path):
+                with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                    header = file.readline().strip()
+                self.metrics_keys = sorted(key for key in header.split(",") if key)
+
+    class ResumedCSVLogger(csv_logs.CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> csv_logs.ExperimentWriter:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = AppendingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return ResumedCSVLogger
 
 
 def _run_seed(version_dir: Path) -> int | None:
