@@ -299,6 +299,49 @@ bad("summarize-frame", lambda: training.summarize({"a": [1]}, ["a"]), TypeError,
 bad("summarize-by", lambda: training.summarize(pd.DataFrame({"a": [1]}), ["a"], by="z"), ValueError, "by")
 bad("read_history-type", lambda: training.read_history(3), TypeError, "log_dir")
 
+
+def members_call(**kwargs):
+    base = {"model_factory": lambda: training.ClassifierModule(nn.Linear(2, 2), 2), "data": data.MoonsDataModule(
+        n_samples=60), "members": [{"seed": 0}], "max_epochs": 1, "accelerator": "cpu", "enable_progress_bar": False}
+    return lambda: training.train_members(**(base | kwargs))
+
+
+bad("train_members-factory-instance", members_call(model_factory=training.ClassifierModule(nn.Linear(2, 2), 2)),
+    TypeError, "model_factory")
+bad("train_members-factory-None", members_call(model_factory=None), TypeError, "model_factory")
+bad("train_members-factory-returns", members_call(model_factory=lambda: 3), TypeError, "model_factory")
+bad("train_members-factory-lightning", members_call(model_factory=_Module), TypeError, "model_factory")
+bad("train_members-data-loader", members_call(data=data.TensorBatchLoader(X4, Y4, batch_size=2)), TypeError, "data")
+bad("train_members-members-dict", members_call(members={"seed": 0}), TypeError, "members")
+bad("train_members-members-empty", members_call(members=[]), ValueError, "members")
+bad("train_members-member-type", members_call(members=[0]), TypeError, "members[0]")
+bad("train_members-member-key", members_call(members=[{"seed": 0, "momentum": 0.5}]), ValueError, "members[0]")
+bad("train_members-member-no-seed", members_call(members=[{"lr": 0.1}]), ValueError, "seed")
+for key, values in (("seed", (-1, True, 1.5, "0")), ("lr", (0, -1.0, NAN, INF, True, "0.1")),
+                    ("weight_decay", (-0.1, NAN, INF, None)), ("dropout", (1.0, -0.1, NAN, True))):
+    numbers("train_members", lambda v, key=key: members_call(members=[{"seed": 0} | {key: v}]), key, values)
+bad("train_members-lazy", members_call(model_factory=lambda: training.ClassifierModule(nn.LazyLinear(2), 2)),
+    ValueError, "lazy")
+bad("train_members-dropout-no-layer", members_call(members=[{"seed": 0, "dropout": 0.5}]), ValueError, "dropout")
+
+
+def _widening():  # a factory that builds a wider network at every call
+    widths = iter(range(2, 100))
+    def factory():
+        width = next(widths)
+        return training.ClassifierModule(nn.Sequential(nn.Linear(2, width), nn.Linear(width, 2)), 2)
+    return factory
+
+
+bad("train_members-architectures", members_call(model_factory=_widening(), members=[{"seed": 0}, {"seed": 1}]),
+    ValueError, "architecture")
+numbers("train_members", lambda v: members_call(max_epochs=v), "max_epochs", (0, True, 1.5))
+bad("train_members-seed-kwarg", members_call(seed=1), ValueError, "seed")
+bad("train_members-clip", members_call(gradient_clip_val=1.0), ValueError, "gradient_clip_val")
+bad("train_members-devices", members_call(devices=2), ValueError, "devices")
+bad("train_members-return-members", members_call(return_members=1), TypeError, "return_members")
+bad("train_members-config", members_call(config=[1]), TypeError, "config")
+
 # =================================================================================================
 # stability
 # =================================================================================================

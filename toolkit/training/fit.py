@@ -106,7 +106,9 @@ def read_history(log_dir: str | Path) -> pd.DataFrame:
         return frame
     metric_columns = [c for c in frame.columns if c not in ("epoch", "step")]
     frame = frame.dropna(subset=["epoch"]).dropna(subset=metric_columns, how="all")
-    frame = frame.groupby("epoch", as_index=False).last()
+    with warnings.catch_warnings():  # wide logs (train_members' per-member columns) make pandas warn
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        frame = frame.groupby("epoch", as_index=False).last()
     frame["epoch"] = frame["epoch"].astype(int)
     return frame.dropna(axis=1, how="all")
 

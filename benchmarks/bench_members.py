@@ -1,0 +1,112 @@
+"""Speed-up of ``train_members`` (K members vectorized with ``torch.func``) over K separate ``fit``s.
+
+    python benchmarks/bench_members.py            # about 2 CPU minutes
+
+Three ways to train the same 20 members (MNIST-1D MLPs, seeds 0-19, test evaluation included), in
+one run: vectorized (:func:`toolkit.training.train_members`, one Trainer, one ``vmap``ped step for
+all), sequential (``run_seeds``, 20 ``fit``s one after another in this process) and parallel
+(``run_seeds(n_jobs=2)``, two worker processes). This process runs one thread, as the notebooks do.
+Then a width sweep (hidden sizes ``(w, w)``) shows where vectorizing stops paying: for tiny models a
+CPU step is mostly per-operation overhead, which vectorizing pays once for K members; for wide ones
+it is arithmetic, which it cannot save.
+
+Each arm reports wall seconds and CPU seconds (this process and its workers). On a quiet machine
+the wall ratios are the figures (target: vectorized >= 5x sequential). On a shared machine the
+wall clock says little, but the CPU seconds of the single-process arms still compare (their ratio is
+the wall ratio on a quiet machine), and the parallel arm's wall time on two quiet cores is about
+its CPU seconds / 2. The sweep times ``SWEEP_SEQUENTIAL`` separate fits and scales them to K (a fit's
+cost does not depend on its seed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+
+import psutil
+import torch
+
+from toolkit.data import MNIST1DDataModule
+from toolkit.models import MLP
+from toolkit.training import ClassifierModule, run_seeds, silence_lightning, train_members
+
+MEMBERS = 20
+EPOCHS = 5
+HIDDEN_SIZES = (100, 100)  # the MNIST-1D MLP of the course (notebook 00)
+SWEEP_WIDTHS = (32, 100, 256, 512, 1024)
+SWEEP_EPOCHS = 2
+SWEEP_SEQUENTIAL = 2  # separate fits timed per width (scaled to MEMBERS)
+N_JOBS = 2
+
+
+def factory(hidden_sizes: tuple[int, ...]):
+    return lambda: ClassifierModule(MLP(40, 10, hidden_sizes=hidden_sizes), num_classes=10, lr=3e-3)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) used so far by this process and its live workers."""
+    total = 0.0
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def timed(run) -> tuple[float, float, object]:
+    """Wall seconds, CPU seconds and the result of ``run()``."""
+    cpu, start = cpu_seconds(), time.perf_counter()
+    result = run()
+    return time.perf_counter() - start, cpu_seconds() - cpu, result
+
+
+def arms(data, hidden_sizes, members: int, epochs: int, parallel: bool = True) -> dict[str, tuple]:
+    make = factory(hidden_sizes)
+    seeds = list(range(members))
+    out = {"vectorized": timed(lambda: train_members(make, data, [{"seed": s} for s in seeds],
+                                                     max_epochs=epochs, name="bench_members"))}
+    out["sequential"] = timed(lambda: run_seeds(make, data, seeds, max_epochs=epochs, name="bench_sequential"))
+    if parallel:
+        out["parallel"] = timed(lambda: run_seeds(make, data, seeds, max_epochs=epochs, n_jobs=N_JOBS,
+                                                  name="bench_parallel"))
+    return out
+
+
+if __name__ == "__main__":
+    silence_lightning()
+    os.environ.setdefault("TOOLKIT_QUIET", "1")
+    os.environ.setdefault("TOOLKIT_RUNS_DIR", tempfile.mkdtemp(prefix="bench-members-"))
+    torch.set_num_threads(1)
+    data = MNIST1DDataModule(flatten=True)
+    data.setup()
+    # warm-up: first-call allocations here, worker start-up (imports) for the parallel arm
+    arms(data, HIDDEN_SIZES, N_JOBS, 1)
+
+    results = arms(data, HIDDEN_SIZES, MEMBERS, EPOCHS)
+    print(f"{MEMBERS} members, MNIST-1D MLP {HIDDEN_SIZES}, {EPOCHS} epochs, test included; one thread here")
+    print(f"{'arm':<12}{'wall s':>9}{'CPU s':>9}{'wall / vectorized':>19}{'CPU / vectorized':>18}"
+          f"{'mean test_acc':>15}")
+    vec_wall, vec_cpu, _ = results["vectorized"]
+    for name, (wall, cpu, frame) in results.items():
+        print(f"{name:<12}{wall:>9.2f}{cpu:>9.2f}{wall / vec_wall:>18.2f}x{cpu / vec_cpu:>17.2f}x"
+              f"{frame['test_acc'].mean():>15.3f}")
+    seq_wall, seq_cpu, _ = results["sequential"]
+    par_wall, par_cpu, _ = results["parallel"]
+    print(f"vectorized vs sequential: {seq_wall / vec_wall:.2f}x wall, {seq_cpu / vec_cpu:.2f}x CPU (target >= 5x)")
+    print(f"vectorized vs parallel (n_jobs={N_JOBS}): {par_wall / vec_wall:.2f}x wall; on {N_JOBS} quiet cores "
+          f"about {par_cpu / N_JOBS / vec_cpu:.2f}x (its CPU s / {N_JOBS})")
+
+    print(f"\nwidth sweep: hidden sizes (w, w), {MEMBERS} members, {SWEEP_EPOCHS} epochs; sequential = "
+          f"{SWEEP_SEQUENTIAL} fits x {MEMBERS // SWEEP_SEQUENTIAL}")
+    print(f"{'w':>6}{'vectorized CPU s':>18}{'sequential CPU s':>18}{'speed-up (CPU)':>16}{'speed-up (wall)':>17}")
+    for width in SWEEP_WIDTHS:
+        make = factory((width, width))
+        vec = timed(lambda: train_members(make, data, [{"seed": s} for s in range(MEMBERS)],
+                                          max_epochs=SWEEP_EPOCHS, name="bench_sweep"))
+        seq = timed(lambda: run_seeds(make, data, range(SWEEP_SEQUENTIAL), max_epochs=SWEEP_EPOCHS,
+                                      name="bench_sweep_sequential"))
+        scale = MEMBERS / SWEEP_SEQUENTIAL
+        print(f"{width:>6}{vec[1]:>18.2f}{seq[1] * scale:>18.2f}{seq[1] * scale / vec[1]:>15.2f}x"
+              f"{seq[0] * scale / vec[0]:>16.2f}x")

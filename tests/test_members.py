@@ -1,0 +1,180 @@
+"""train_members: vectorized members are the runs they stand for (oracle: a plain PyTorch loop, fit)."""
+
+import math
+
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import EarlyStopping
+from torch import nn
+from torch.func import functional_call, vmap
+
+from toolkit.data import DigitsDataModule
+from toolkit.models import MLP
+from toolkit.stats import compare
+from toolkit.training import ClassifierModule, fit, predict_logits, run_seeds, train_members
+from toolkit.training.members import _MemberDropout
+
+pytestmark = pytest.mark.slow
+QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return DigitsDataModule(flatten=True, batch_size=64)
+
+
+def _factory(dropout=0.0, **settings):
+    return lambda: ClassifierModule(MLP(64, 10, hidden_sizes=(32,), dropout=dropout), num_classes=10,
+                                    **({"lr": 3e-3} | settings))
+
+
+def _plain_loop(factory, data, member, epochs, settings):
+    """One member trained alone: torch.optim and a hand-written loop, no Lightning, no vmap."""
+    pl.seed_everything(member["seed"], verbose=False)
+    module = factory()
+    net = module.backbone
+    lr = member.get("lr", module.hparams.lr)
+    wd = member.get("weight_decay", module.hparams.weight_decay)
+    groups = [{"params": [p for p in net.parameters() if p.dim() > 1], "weight_decay": wd},
+              {"params": [p for p in net.parameters() if p.dim() <= 1], "weight_decay": 0.0}]
+    if settings.get("optimizer", "adamw") == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=settings.get("momentum", 0.9))
+    x, y = data.tensors("train")
+    steps_per_epoch = math.ceil(len(x) / data.batch_size)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+                 if settings.get("schedule") == "cosine" else None)
+    net.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(member["seed"] + epoch))
+        for start in range(0, len(x), data.batch_size):
+            idx = order[start:start + data.batch_size]
+            loss = F.cross_entropy(net(x[idx]), y[idx], label_smoothing=settings.get("label_smoothing", 0.0))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+    return net
+
+
+MEMBERS = [{"seed": 0}, {"seed": 1, "weight_decay": 0.3}, {"seed": 2, "lr": 1e-2}, {"seed": 0, "lr": 1e-3}]
+
+
+@pytest.mark.parametrize("settings", [{"optimizer": "adamw", "weight_decay": 0.05},
+                                      {"optimizer": "sgd", "lr": 0.05, "schedule": "cosine", "label_smoothing": 0.1}],
+                         ids=["adamw-constant", "sgd-cosine-smoothing"])
+def test_each_member_ends_where_a_plain_loop_trained_alone_ends(digits, settings):
+    epochs = 3
+    factory = _factory(**settings)
+    frame, members = train_members(factory, digits, MEMBERS, max_epochs=epochs, return_members=True, **QUIET)
+    assert len(frame) == len(MEMBERS)
+    for k, member in enumerate(MEMBERS):
+        alone = _plain_loop(factory, digits, member, epochs, settings)
+        mine = members.member_backbone(k)
+        for (name, expected), got in zip(alone.state_dict().items(), mine.state_dict().values()):
+            torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4, msg=f"member {k}, {name}")
+    # the per-member hyperparameters really differ: members 0 and 3 share their init, not their end
+    first, last = members.member_backbone(0), members.member_backbone(3)
+    assert not torch.allclose(first.classifier.weight, last.classifier.weight)
+
+
+def test_a_member_reports_the_metrics_of_fit_with_its_seed(digits):
+    frame = train_members(_factory(), digits, [{"seed": 5}, {"seed": 6}], max_epochs=2, **QUIET)
+    alone = fit(_factory(), digits, seed=6, max_epochs=2, **QUIET)
+    row = frame.iloc[1]
+    for name in ("train_loss", "val_acc", "val_nll", "val_ece", "test_acc", "test_nll", "test_brier"):
+        assert row[name] == pytest.approx(alone.metrics[name], abs=1e-4), name
+    assert row["steps"] == alone.trainer.global_step and row["epochs"] == alone.trainer.current_epoch == 2
+
+
+def test_the_frame_has_run_seeds_columns_and_feeds_toolkit_stats(digits):
+    members = [{"seed": s, "weight_decay": wd} for wd in (0.0, 0.1) for s in range(3)]
+    frame = train_members(_factory(), digits, members, max_epochs=1, config={"arm": "mlp"}, **QUIET)
+    reference = run_seeds(_factory(), digits, seeds=[0], max_epochs=1, config={"arm": "mlp"}, **QUIET)
+    assert set(reference.columns) <= set(frame.columns)
+    assert list(frame["seed"]) == [0, 1, 2, 0, 1, 2] and list(frame["weight_decay"]) == [0.0] * 3 + [0.1] * 3
+    assert (frame["arm"] == "mlp").all() and (frame["steps"] == math.ceil(len(digits.tensors("train")[0]) / 64)).all()
+    table = compare(frame, by="weight_decay", baseline=0.0, metric="test_nll", higher_is_better=False)
+    assert list(table.index) == [0.1] and table.loc[0.1, "n"] == 3
+
+
+def test_same_members_give_identical_numbers(digits):
+    members = [{"seed": 0, "dropout": 0.3}, {"seed": 1, "dropout": 0.3}]
+    a, b = (train_members(_factory(dropout=0.5), digits, members, max_epochs=1, **QUIET) for _ in range(2))
+    pd.testing.assert_frame_equal(a.drop(columns="fit_time_s"), b.drop(columns="fit_time_s"))
+
+
+def test_member_dropout_draws_its_own_masks_at_its_own_rate():
+    layer = _MemberDropout(0.0)
+    rates = torch.tensor([0.0, 0.25, 0.5, 0.75, 0.5])
+    torch.manual_seed(0)
+    x = torch.ones(20_000)
+    out = vmap(lambda p, x: functional_call(layer, {"p": p}, (x,)), in_dims=(0, None), randomness="different")(rates, x)
+    dropped = (out == 0).float().mean(dim=1)
+    torch.testing.assert_close(dropped, rates, atol=4 * math.sqrt(0.25 / 20_000), rtol=0)  # 4 sd of a share
+    kept = out[1][out[1] != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 1 / 0.75))  # inverted dropout: kept units scaled
+    assert not torch.equal(out[2] == 0, out[4] == 0)  # the same rate, not the same mask
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_dropout_members_match_separate_runs_in_distribution(digits):
+    seeds = list(range(6))
+    factory = _factory(dropout=0.5)
+    stacked = train_members(factory, digits, [{"seed": s} for s in seeds], max_epochs=3, **QUIET)
+    separate = run_seeds(factory, digits, seeds=seeds, max_epochs=3, **QUIET)
+    for name, tolerance in (("test_acc", 0.03), ("train_loss", 0.05)):
+        spread = math.sqrt(separate[name].var() / len(seeds) + stacked[name].var() / len(seeds))
+        gap = abs(stacked[name].mean() - separate[name].mean())
+        assert gap < max(tolerance, 4 * spread), (name, gap, spread)
+    # dropout is on in training (not the deterministic run of the same seeds) and off in evaluation
+    plain = train_members(factory, digits, [{"seed": s, "dropout": 0.0} for s in seeds], max_epochs=3, **QUIET)
+    assert (plain["train_loss"] < stacked["train_loss"]).all()
+
+
+def test_a_zero_rate_member_is_the_deterministic_run(digits):
+    factory = _factory(dropout=0.5)
+    frame, members = train_members(factory, digits, [{"seed": 3, "dropout": 0.0}, {"seed": 3, "dropout": 0.5}],
+                                   max_epochs=2, return_members=True, **QUIET)
+    alone = _plain_loop(_factory(), digits, {"seed": 3}, 2, {})
+    torch.testing.assert_close(members.member_backbone(0).classifier.weight, alone.classifier.weight,
+                               atol=2e-5, rtol=1e-4)
+    assert list(frame["dropout"]) == [0.0, 0.5]
+    assert members.member_backbone(1).features[3].p == 0.5
+
+
+def test_predict_logits_are_each_members_own(digits):
+    frame, members = train_members(_factory(dropout=0.5), digits, [{"seed": 0}, {"seed": 1}], max_epochs=1,
+                                   return_members=True, **QUIET)
+    logits = members.predict_logits(digits.test_dataloader())
+    assert logits.shape == (2, len(digits.tensors("test")[1]), 10)
+    for k in range(2):
+        alone = predict_logits(members.member_module(k), digits.test_dataloader(), accelerator="cpu")
+        torch.testing.assert_close(logits[k], alone, atol=1e-5, rtol=1e-5)
+        accuracy = (logits[k].argmax(1) == digits.tensors("test")[1]).float().mean().item()
+        assert accuracy == pytest.approx(frame.loc[k, "test_acc"], abs=1e-6)
+    assert torch.equal(members.predict_logits(digits.test_dataloader()), logits)  # eval mode: no dropout
+
+
+def test_lightning_callbacks_apply_to_the_members(digits):
+    stop = EarlyStopping(monitor="val_loss", patience=0, min_delta=10.0)  # stops after the second epoch
+    frame, members = train_members(_factory(), digits, [{"seed": 0}, {"seed": 1}], max_epochs=5,
+                                   callbacks=[stop], return_members=True, **QUIET)
+    assert (frame["epochs"] == 2).all() and stop.stopped_epoch == 1
+    history = members.fit_result.history
+    assert {"val_loss", "val_loss/member_0", "val_loss/member_1"} <= set(history.columns)
+    torch.testing.assert_close(torch.tensor(history["val_loss"].values),
+                               torch.tensor(history[["val_loss/member_0", "val_loss/member_1"]].mean(axis=1).values))
+    assert any((members.fit_result.run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def test_a_plain_network_factory_trains_with_classifier_defaults(digits):
+    frame = train_members(lambda: nn.Sequential(nn.Linear(64, 10)), digits, [{"seed": 0, "lr": 1e-2}],
+                          max_epochs=2, **QUIET)
+    assert frame.loc[0, "test_acc"] > 0.8

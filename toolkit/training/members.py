@@ -1,0 +1,658 @@
+"""``train_members``: K independent models of one architecture trained in one step with ``torch.func``.
+
+For the small models of the course (MNIST-1D MLPs, small CNNs) a CPU spends most of a training step
+on per-operation overhead rather than arithmetic: twenty models trained one after the other pay that
+overhead twenty times. Stacking the members' parameters (``torch.func.stack_module_state``) and
+running one member's forward under ``torch.func.vmap`` (``functional_call``) pays it once for all of
+them, and each operation works on K times more numbers (the ensembling trick of the ``torch.func``
+tutorial "Model ensembling").
+
+The members stay independent, as if trained in separate runs:
+
+- initialization: member ``k`` is built by the factory after ``seed_everything(seed_k)``, exactly as
+  :func:`~toolkit.training.fit` builds it for ``seed=seed_k``;
+- data order: member ``k`` sees the batches that ``fit(seed=seed_k)`` sees (per-member index
+  tensors, shuffled by ``seed_k + epoch`` as :class:`~toolkit.data.TensorBatchLoader` does);
+- dropout: its own masks (``vmap(..., randomness="different")``) and its own rate;
+- optimizer: its own learning rate and weight decay, the math of ``torch.optim.AdamW`` / ``SGD``
+  applied with one rate per member (a stacked tensor cannot be split into ``torch.optim`` parameter
+  groups, so the update is written out here and tested against ``torch.optim`` run alone);
+- metrics: each member's ``train_*``, ``val_*`` and ``test_*`` (the metrics of
+  :class:`~toolkit.training.ClassifierModule`), the loss summed over members only for ``backward``
+  (the members share no parameter, so each gradient is that member's own).
+
+It all happens inside one LightningModule (:class:`StackedMembers`) run by :func:`fit`, so the
+Trainer's loop, CSV logging, checkpointing and callbacks apply unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+from torchmetrics.functional.classification import multiclass_calibration_error
+
+from toolkit._lightning import is_lightning_module
+from toolkit.training import module as module_file
+from toolkit.training.module import STAGES, ClassifierModule
+
+__all__ = ["MEMBER_KEYS", "StackedMembers", "train_members"]
+
+MEMBER_KEYS = ("seed", "lr", "weight_decay", "dropout")  # what a member's dict may set
+METRICS = ("loss", "acc", "nll", "ece", "brier")
+_SEED_BOUND = 2**62  # as toolkit.data.base: shuffle seeds stay below 2**64 after adding the epoch
+_REFUSED_TRAINER_KWARGS = {  # options whose effect would mix the members
+    "gradient_clip_val": "clipping by the norm of all members' gradients together would couple them",
+    "gradient_clip_algorithm": "clipping by the norm of all members' gradients together would couple them",
+    "ckpt_path": "resuming a stacked run is not supported",
+    "strategy": "stacked members train in one process",
+}
+
+
+# ---- per-member dropout ----------------------------------------------------------------------------
+class _MemberDropout(nn.Module):
+    """``nn.Dropout`` whose rate is a buffer, so that under ``vmap`` every member has its own rate."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.tensor(float(p)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        keep = 1.0 - self.p
+        return x * (torch.rand_like(x) < keep).to(x.dtype) / keep
+
+
+def _dropouts(module: nn.Module) -> list[tuple[str, nn.Dropout]]:
+    return [(name, m) for name, m in module.named_modules() if type(m) is nn.Dropout]
+
+
+def _with_member_dropout(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every ``nn.Dropout`` replaced by :class:`_MemberDropout`."""
+    module = copy.deepcopy(module)
+    for name, layer in _dropouts(module):
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, _MemberDropout(layer.p))
+    return module
+
+
+# ---- per-member optimizers -------------------------------------------------------------------------
+def _per_member(values: Tensor, like: Tensor) -> Tensor:
+    """``values`` (one per member, float64 on the CPU, where the scalars of ``torch.optim`` are computed
+    in double precision too) as ``like``'s dtype and device, shaped to broadcast against it."""
+    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+class _MemberAdamW(torch.optim.Optimizer):
+    """``torch.optim.AdamW`` (Loshchilov & Hutter, 2019, "Decoupled Weight Decay Regularization",
+    arXiv:1711.05101) on the members' flat ``(K, P)`` parameter, one learning rate and decay per member.
+
+    The group's ``lr`` is a factor (1.0, moved by learning-rate schedules) of each member's rate;
+    only the first ``decayed_columns`` columns (the weights, not biases and norm scales) are decayed.
+    One update of the whole ``(K, P)`` tensor costs a handful of operations however many tensors the
+    network has.
+    """
+
+    def __init__(self, flat: Tensor, decayed_columns: int, member_lr: Tensor, member_wd: Tensor,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        super().__init__([{"params": [flat], "decayed_columns": decayed_columns}],
+                         {"lr": 1.0, "betas": betas, "eps": eps})
+        self.member_lr, self.member_wd = member_lr, member_wd
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            decayed = group["decayed_columns"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                state["step"] += 1
+                lr = self.member_lr * group["lr"]
+                if decayed:
+                    param[:, :decayed].mul_(_per_member(1 - lr * self.member_wd, param))
+                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], param.grad
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                bias_correction1 = 1 - beta1 ** state["step"]
+                bias_correction2_sqrt = math.sqrt(1 - beta2 ** state["step"])
+                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(group["eps"])
+                param.addcdiv_(exp_avg * _per_member(-lr / bias_correction1, param), denom)
+        return loss
+
+
+class _MemberSGD(torch.optim.Optimizer):
+    """``torch.optim.SGD`` with momentum and coupled L2 weight decay on the flat ``(K, P)`` parameter,
+    one rate and decay per member (decay on the first ``decayed_columns`` columns)."""
+
+    def __init__(self, flat: Tensor, decayed_columns: int, member_lr: Tensor, member_wd: Tensor,
+                 momentum: float) -> None:
+        super().__init__([{"params": [flat], "decayed_columns": decayed_columns}], {"lr": 1.0, "momentum": momentum})
+        self.member_lr, self.member_wd = member_lr, member_wd
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            decayed = group["decayed_columns"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                if decayed:
+                    grad = grad.clone()
+                    grad[:, :decayed].add_(_per_member(self.member_wd, param) * param[:, :decayed])
+                if group["momentum"] != 0:
+                    state = self.state[param]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = grad.clone()
+                    else:
+                        state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                    grad = state["momentum_buffer"]
+                param.sub_(_per_member(self.member_lr * group["lr"], param) * grad)
+        return loss
+
+
+# ---- data: each member its own batch order ---------------------------------------------------------
+class _MemberSampler:
+    """The epoch counter Lightning sets (``set_epoch``) and each member's order for that epoch."""
+
+    def __init__(self, num_samples: int, seeds: Sequence[int]) -> None:
+        self.num_samples, self.seeds, self.epoch = num_samples, list(seeds), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def orders(self) -> Tensor:
+        """``(K, N)``: member ``k``'s permutation, the one ``TensorBatchLoader`` draws for its seed."""
+        return torch.stack([torch.randperm(self.num_samples,
+                                           generator=torch.Generator().manual_seed(seed % _SEED_BOUND + self.epoch))
+                            for seed in self.seeds])
+
+
+class _MemberLoader:
+    """Training batches ``(x, y)`` of shape ``(K, B, ...)`` and ``(K, B)``: row ``k`` is member ``k``'s batch."""
+
+    def __init__(self, x: Tensor, y: Tensor, seeds: Sequence[int], batch_size: int) -> None:
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.sampler = _MemberSampler(len(x), seeds)
+        self.batch_sampler = None  # read by Lightning beside ``sampler``, as on a DataLoader
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        orders = self.sampler.orders()
+        for start in range(0, len(self.x), self.batch_size):
+            idx = orders[:, start:start + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+
+class _MembersData(pl.LightningDataModule):
+    """The course's DataModule, except that training batches are stacked per member."""
+
+    def __init__(self, data: Any, seeds: Sequence[int]) -> None:
+        super().__init__()
+        self.data, self.seeds = data, list(seeds)
+
+    def train_dataloader(self) -> _MemberLoader:
+        x, y = self.data.tensors("train")
+        return _MemberLoader(x, y, self.seeds, self.data.batch_size)
+
+    def val_dataloader(self) -> Any:
+        return self.data.val_dataloader()
+
+    def test_dataloader(self) -> Any:
+        return self.data.test_dataloader()
+
+
+# ---- the stacked module ----------------------------------------------------------------------------
+class StackedMembers(pl.LightningModule):
+    """K members of one architecture with stacked parameters, trained and evaluated in one ``vmap``.
+
+    Built by :func:`train_members` (which returns it with ``return_members=True``). Logs per epoch
+    ``{stage}_{metric}``, the mean over members, with ``self.log`` (what ``EarlyStopping`` or
+    ``ModelCheckpoint`` can monitor; stopping stops every member), and every member's
+    ``{stage}_{metric}/member_{k}`` to the Trainer's loggers (the CSV history has them); the last
+    values are in ``member_metrics[stage][metric][k]``.
+
+    Args:
+        backbones: the K members' networks (same architecture, their own weights).
+        num_classes: logits per sample, ``>= 2``.
+        lrs, weight_decays: one per member.
+        settings: the :class:`ClassifierModule` settings shared by all (optimizer, momentum, schedule,
+            warmup_fraction, label_smoothing, ece_bins).
+    """
+
+    def __init__(self, backbones: Sequence[nn.Module], num_classes: int, lrs: Sequence[float],
+                 weight_decays: Sequence[float], settings: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({**settings, "lrs": [float(v) for v in lrs],
+                                   "weight_decays": [float(v) for v in weight_decays]})
+        self.num_classes, self.num_members = num_classes, len(backbones)
+        object.__setattr__(self, "_template", copy.deepcopy(backbones[0]))  # for member_backbone (not a submodule)
+        skeletons = [_with_member_dropout(b) for b in backbones]
+        params, buffers = stack_module_state(skeletons)
+        trained = {name for name, param in backbones[0].named_parameters() if param.requires_grad}
+        frozen = {name: params.pop(name) for name in list(params) if name not in trained}
+        buffers = {**frozen, **buffers}  # frozen parameters are carried along, never updated
+        if len({t.dtype for t in params.values()}) > 1:
+            raise ValueError(f"the network's parameters must share one dtype to be stacked, got "
+                             f"{sorted({str(t.dtype) for t in params.values()})}")
+        # one flat (K, P) parameter, weights (decayed) first; each tensor of the network is a view of it
+        order = [n for n in params if params[n].dim() > 2] + [n for n in params if params[n].dim() <= 2]
+        self._layout, start = [], 0
+        for name in order:
+            size = params[name][0].numel()
+            self._layout.append((name, start, start + size, tuple(params[name].shape[1:])))
+            start += size
+        self._decayed_columns = sum(params[n][0].numel() for n in order if params[n].dim() > 2)
+        self.flat = nn.Parameter(torch.cat([params[n].detach().reshape(len(backbones), -1) for n in order], dim=1))
+        self._buffer_names = list(buffers)
+        for i, name in enumerate(self._buffer_names):
+            self.register_buffer(f"stacked_buffer_{i}", buffers[name].clone())
+        base = skeletons[0].to("meta")
+        object.__setattr__(self, "_base", base)  # not a submodule: its (meta) weights are never used
+        # per-member rates stay float64 on the CPU (not buffers): the optimizer computes its scalars from them
+        self.member_lr = torch.tensor(self.hparams.lrs, dtype=torch.float64)
+        self.member_wd = torch.tensor(self.hparams.weight_decays, dtype=torch.float64)
+        self._buffers_of_stage: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in STAGES}
+        # the last epoch's metrics of every member: member_metrics[stage][metric][k]
+        self.member_metrics: dict[str, dict[str, list[float]]] = {}
+
+    # ---- the vmapped forward ----
+    def _state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        k = self.flat.shape[0]
+        params = {name: self.flat[:, a:b].view(k, *shape) for name, a, b, shape in self._layout}
+        buffers = {name: getattr(self, f"stacked_buffer_{i}") for i, name in enumerate(self._buffer_names)}
+        return params, buffers
+
+    def _call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self._base, (params, buffers), (x,))
+
+    def forward(self, x: Tensor, per_member: bool = False) -> Tensor:
+        """Logits ``(K, B, num_classes)``; ``x`` is ``(B, ...)`` shared by all members, or ``(K, B, ...)``
+        (one batch per member) with ``per_member=True``."""
+        self._base.train(self.training)
+        params, buffers = self._state()
+        return vmap(self._call, in_dims=(0, 0, 0 if per_member else None), randomness="different")(params, buffers, x)
+
+    def _losses(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """``(K,)``: each member's mean cross-entropy (with label smoothing) over its batch."""
+        k, b, c = logits.shape
+        per_sample = F.cross_entropy(logits.reshape(k * b, c), targets.expand(k, b).reshape(k * b),
+                                     label_smoothing=self.hparams.label_smoothing, reduction="none")
+        return per_sample.view(k, b).mean(dim=1)
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        x, targets = batch[0], batch[1]
+        logits = self(x, per_member=stage == "train")
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(f"backbone output must have shape (batch, num_classes={self.num_classes}), "
+                             f"got {tuple(logits.shape[1:])}")
+        losses = self._losses(logits, targets)
+        buffer = self._buffers_of_stage[stage]
+        buffer.append((logits.detach(), targets.detach(), losses.detach()))
+        return losses.sum()  # the members share no parameter: each gradient is that member's own
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Logits ``(B, K, num_classes)`` (so that batches concatenate along samples)."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x).transpose(0, 1)
+
+    # ---- metrics, as ClassifierModule computes them, per member ----
+    def _member_values(self, stage: str) -> dict[str, Tensor]:
+        """Every member's epoch metrics from the buffered batches, ``{metric: (K,)}``.
+
+        The definitions of :class:`ClassifierModule`'s metrics: the size-weighted mean of the batch
+        losses, micro accuracy, mean cross-entropy, torchmetrics' top-label ECE (``ece_bins``
+        equal-width bins, L1) and the multiclass Brier score ``mean_i sum_c (p_ic - 1[y_i = c])^2``,
+        computed for all members at once (the ECE one member at a time).
+        """
+        buffer = self._buffers_of_stage[stage]
+        with torch.no_grad():
+            logits = torch.cat([lg for lg, _, _ in buffer], dim=1).float()
+            targets = torch.cat([t.expand(self.num_members, -1) for _, t, _ in buffer], dim=1)
+            losses = torch.stack([ls for _, _, ls in buffer], dim=1)
+            sizes = torch.tensor([t.shape[-1] for _, t, _ in buffer], dtype=losses.dtype, device=losses.device)
+            buffer.clear()
+            probs = logits.softmax(dim=2)
+            onehot = F.one_hot(targets, self.num_classes).to(probs.dtype)
+            values = {
+                "loss": (losses * sizes).sum(dim=1) / sizes.sum(),
+                "acc": (logits.argmax(dim=2) == targets).to(probs.dtype).mean(dim=1),
+                "nll": F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1),
+                "ece": torch.stack([multiclass_calibration_error(probs[k], targets[k], self.num_classes,
+                                                                 n_bins=self.hparams.ece_bins, norm="l1",
+                                                                 validate_args=False)
+                                    for k in range(self.num_members)]),
+                "brier": (probs - onehot).square().sum(dim=2).mean(dim=1),
+            }
+        return {name: values[name].cpu() for name in METRICS}
+
+    def _log_epoch(self, stage: str) -> None:
+        """Log the means over members through ``self.log`` (what callbacks see) and every member's
+        value straight to the Trainer's loggers (one ``self.log`` per key would cost Lightning's
+        per-key bookkeeping K times over); keep the members' values in ``member_metrics``."""
+        if not self._buffers_of_stage[stage]:
+            return
+        values = self._member_values(stage)
+        self.log_dict({f"{stage}_{name}": v.mean() for name, v in values.items()}, on_step=False, on_epoch=True)
+        if not self.trainer.sanity_checking:
+            self.member_metrics[stage] = {name: v.tolist() for name, v in values.items()}
+            for logger in self.loggers:
+                logger.log_metrics({"epoch": self.current_epoch, **{f"{stage}_{name}/member_{k}": float(v[k])
+                                                                    for name, v in values.items()
+                                                                    for k in range(len(v))}},
+                                   step=self.trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+    def _start(self, stage: str) -> None:
+        self._buffers_of_stage[stage].clear()
+
+    def on_train_epoch_start(self) -> None:
+        self._start("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start("test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # ---- optimizer ----
+    def configure_optimizers(self):
+        hp = self.hparams
+        if hp.optimizer == "adamw":
+            optimizer = _MemberAdamW(self.flat, self._decayed_columns, self.member_lr, self.member_wd)
+        else:
+            optimizer = _MemberSGD(self.flat, self._decayed_columns, self.member_lr, self.member_wd, hp.momentum)
+        scheduler = ClassifierModule._scheduler(self, optimizer)  # schedules scale the factor 1.0
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- using the trained members ----
+    @torch.no_grad()
+    def predict_logits(self, loader: Any) -> Tensor:
+        """Every member's logits over ``loader`` (batches ``x`` or ``(x, ...)``), ``(K, N, num_classes)``, on CPU.
+
+        Runs in eval mode (no dropout) without a Trainer; the mode the module was in is restored.
+        """
+        if loader is None or isinstance(loader, (str, bytes, Tensor)) or not hasattr(loader, "__iter__"):
+            raise TypeError(f"loader must be an iterable of batches (a DataLoader, a TensorBatchLoader), "
+                            f"got {type(loader).__name__}")
+        was_training = self.training
+        self.eval()
+        device = self.flat.device
+        try:
+            outputs = [self((b[0] if isinstance(b, (tuple, list)) else b).to(device)).cpu() for b in loader]
+        finally:
+            self.train(was_training)
+        return torch.cat(outputs, dim=1)
+
+    def member_backbone(self, k: int) -> nn.Module:
+        """Member ``k``'s network as a plain ``nn.Module`` (a copy with its weights and dropout rate)."""
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_members:
+            raise ValueError(f"k must be an integer in [0, {self.num_members}), got {k!r}")
+        backbone = copy.deepcopy(self._template).to(self.flat.device)
+        params, buffers = self._state()
+        state = {name: value[k].detach().clone() for name, value in {**params, **buffers}.items()
+                 if not name.endswith(".p") or name in backbone.state_dict()}
+        rates = {name[:-2]: float(value[k]) for name, value in buffers.items() if name.endswith(".p")}
+        for name, layer in _dropouts(backbone):
+            layer.p = rates.get(name, layer.p)
+        backbone.load_state_dict({n: v for n, v in state.items() if n in backbone.state_dict()})
+        return backbone
+
+    def member_module(self, k: int) -> ClassifierModule:
+        """Member ``k`` as a :class:`ClassifierModule` (for ``evaluate``, ``predict_logits``, calibration)."""
+        hp = self.hparams
+        return ClassifierModule(self.member_backbone(k), self.num_classes, optimizer=hp.optimizer,
+                                lr=float(self.member_lr[k]), weight_decay=float(self.member_wd[k]),
+                                momentum=hp.momentum, schedule=hp.schedule, warmup_fraction=hp.warmup_fraction,
+                                label_smoothing=hp.label_smoothing, ece_bins=hp.ece_bins)
+
+
+# ---- the entry point -------------------------------------------------------------------------------
+_SETTINGS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "warmup_fraction", "label_smoothing",
+             "ece_bins")
+
+
+def _check_members(members: Any) -> list[dict[str, Any]]:
+    if isinstance(members, (str, bytes, dict)) or not isinstance(members, Sequence):
+        raise TypeError(f"members must be a list of dicts (one per member, e.g. [{{'seed': 0}}, {{'seed': 1}}]), "
+                        f"got {type(members).__name__}")
+    if not members:
+        raise ValueError("members must hold at least one member, got an empty list")
+    checked = []
+    for i, member in enumerate(members):
+        if not isinstance(member, dict):
+            raise TypeError(f"members[{i}] must be a dict such as {{'seed': 0, 'weight_decay': 0.1}}, "
+                            f"got {type(member).__name__}")
+        unknown = sorted(set(member) - set(MEMBER_KEYS))
+        if unknown:
+            raise ValueError(f"members[{i}] has unknown keys {unknown}; allowed keys are {MEMBER_KEYS}")
+        if "seed" not in member:
+            raise ValueError(f"members[{i}] must have a 'seed', got {member!r}")
+        seed = member["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"members[{i}]['seed'] must be an integer >= 0, got {seed!r}")
+        for key, low, high, low_open in (("lr", 0.0, math.inf, True), ("weight_decay", 0.0, math.inf, False),
+                                         ("dropout", 0.0, 1.0, False)):
+            if key not in member:
+                continue
+            value = member[key]
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not (low < value if low_open else low <= value) or not value < high:
+                allowed = {"lr": "> 0 and finite", "weight_decay": ">= 0 and finite", "dropout": "in [0, 1)"}[key]
+                raise ValueError(f"members[{i}]['{key}'] must be a number {allowed}, got {value!r}")
+        checked.append(dict(member))
+    return checked
+
+
+@contextlib.contextmanager
+def _classifiers_without_metrics() -> Iterator[None]:
+    """ClassifierModules built inside skip their 15 torchmetrics objects (``train_members`` keeps only
+    a member's network and settings; building the metrics of 20 members cost more than training them
+    for an epoch). Building metrics draws no random numbers, so the networks are those ``fit`` builds."""
+    stage_metrics = module_file._stage_metrics
+    module_file._stage_metrics = lambda num_classes, ece_bins: nn.ModuleDict()
+    try:
+        yield
+    finally:
+        module_file._stage_metrics = stage_metrics
+
+
+def _build_member(model_factory: Callable[[], Any], seed: int, index: int) -> tuple[nn.Module, dict[str, Any]]:
+    """Member ``index``'s network and the ClassifierModule settings it came with (seeded as ``fit`` seeds)."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    with _classifiers_without_metrics():
+        built = model_factory()
+    if isinstance(built, ClassifierModule):
+        return built.backbone, {name: built.hparams[name] for name in _SETTINGS} | {"num_classes": built.num_classes}
+    if is_lightning_module(built):
+        raise TypeError(f"model_factory must return a ClassifierModule or an nn.Module (the network), got the "
+                        f"LightningModule {type(built).__name__}: train_members trains classifiers")
+    if not isinstance(built, nn.Module):
+        raise TypeError(f"model_factory must return a ClassifierModule or an nn.Module, got {type(built).__name__} "
+                        f"(member {index})")
+    defaults = ClassifierModule.__init__.__defaults__  # optimizer, lr, weight_decay, momentum, schedule, ...
+    return built, dict(zip(_SETTINGS, defaults)) | {"num_classes": getattr(built, "num_classes", None)}
+
+
+def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence[dict[str, Any]], *,
+                  max_epochs: int = 10, config: dict[str, Any] | None = None, return_members: bool = False,
+                  **fit_kwargs: Any) -> pd.DataFrame | tuple[pd.DataFrame, StackedMembers]:
+    """Train K independent members of one architecture at once (vectorized with ``torch.func``).
+
+    Each member is the run ``fit(model_factory, data, seed=member["seed"])`` would train, with the
+    member's ``lr``, ``weight_decay`` and ``dropout`` in place of the factory's: the same
+    initialization and batch order, its own dropout masks. Without dropout a member ends within
+    float rounding of that separate run (a test checks it against a plain PyTorch loop); with
+    dropout the masks differ, so members match separate runs in distribution (with BatchNorm the
+    batch statistics are summed in another order, so members agree with separate runs only to a
+    looser tolerance). On a CPU, small
+    models train several times faster this way than one after the other (``benchmarks/bench_members.py``).
+    Model ensembling with ``torch.func``: see the PyTorch tutorial "Model ensembling"; deep ensembles:
+    Lakshminarayanan, Pritzel & Blundell, 2017, "Simple and Scalable Predictive Uncertainty Estimation
+    using Deep Ensembles", arXiv:1612.01474.
+
+    Args:
+        model_factory: a zero-argument factory of a :class:`ClassifierModule` (its optimizer, lr,
+            weight_decay, momentum, schedule, warmup_fraction, label_smoothing and ece_bins apply to
+            every member unless a member overrides lr or weight_decay) or of a plain ``nn.Module``
+            (then ClassifierModule's defaults apply and ``num_classes`` comes from the network's
+            ``num_classes`` or the data's). Called once per member after seeding with its seed; every
+            call must build the same architecture.
+        data: one of the course's DataModules (anything with ``tensors(split)`` and ``batch_size``,
+            such as :class:`~toolkit.data.MNIST1DDataModule`), or a zero-argument factory of one.
+        members: one dict per member with ``"seed"`` (an integer >= 0) and optionally ``"lr"``
+            (> 0), ``"weight_decay"`` (>= 0) and ``"dropout"`` (in [0, 1): the rate of every
+            ``nn.Dropout`` in the network, which must then have at least one, e.g.
+            ``MLP(..., dropout=0.5)``). Seeds may repeat (the same init under other hyperparameters).
+        max_epochs: epochs to train, ``>= 1``.
+        config: constant columns added to every row, as in :func:`run_seeds`.
+        return_members: also return the trained :class:`StackedMembers` (``predict_logits(loader)``
+            gives every member's logits, ``member_module(k)`` one member as a ClassifierModule).
+        **fit_kwargs: passed to :func:`fit` (``name``, ``runs_dir``, ``callbacks``, ``test``,
+            ``accelerator``, ``deterministic``, ``enable_progress_bar``, Trainer options). Refused:
+            ``seed`` (the members have theirs), gradient clipping (it would couple the members),
+            ``ckpt_path``, ``strategy`` and ``devices`` other than 1.
+
+    Returns:
+        The DataFrame :func:`run_seeds` returns, one row per member in the order of ``members``:
+        ``seed``, the member keys given (``lr``, ``weight_decay``, ``dropout``, filled with the
+        values used), the ``config`` keys, every ``train_*``/``val_*``/``test_*`` metric,
+        ``fit_time_s`` (each member's share: the whole fit's time over K), ``epochs`` and ``steps``
+        (optimizer steps). With ``return_members``, the pair ``(frame, stacked_members)``.
+
+    Example:
+        >>> from toolkit.data import MNIST1DDataModule
+        >>> from toolkit.models import MLP
+        >>> runs = train_members(lambda: ClassifierModule(MLP(40, 10), 10, lr=3e-3),  # doctest: +SKIP
+        ...                      MNIST1DDataModule(), [{"seed": s, "weight_decay": wd}
+        ...                                            for s in range(5) for wd in (0.0, 0.1)], max_epochs=30)
+    """
+    from toolkit.training.fit import _build, fit  # fit imports this module's package
+
+    if is_lightning_module(model_factory) or isinstance(model_factory, nn.Module) or not callable(model_factory):
+        raise TypeError("model_factory must be a zero-argument factory (e.g. lambda: ClassifierModule(...)), "
+                        f"not {type(model_factory).__name__}: every member needs its own initialization")
+    members = _check_members(members)
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}")
+    if not isinstance(return_members, bool):
+        raise TypeError(f"return_members must be True or False, got {return_members!r}")
+    if config is not None and not isinstance(config, dict):
+        raise TypeError(f"config must be a dict of constant columns or None, got {type(config).__name__}")
+    if "seed" in fit_kwargs:
+        raise ValueError("seed is not an argument of train_members: give each member its own, "
+                         "members=[{'seed': 0}, {'seed': 1}, ...]")
+    for key, why in _REFUSED_TRAINER_KWARGS.items():
+        if fit_kwargs.get(key) is not None:
+            raise ValueError(f"{key}={fit_kwargs[key]!r} is not supported by train_members: {why}")
+    if fit_kwargs.get("devices", 1) != 1:
+        raise ValueError(f"devices must be 1 for train_members (stacked members train on one device), "
+                         f"got {fit_kwargs['devices']!r}")
+    if callable(data) and not hasattr(data, "tensors"):
+        data = _build(data, "LightningDataModule", "data")
+    if not callable(getattr(data, "tensors", None)) or not isinstance(getattr(data, "batch_size", None), int):
+        raise TypeError(f"data must be one of the course's DataModules (with tensors(split) and batch_size, e.g. "
+                        f"MNIST1DDataModule) or a factory of one, got {type(data).__name__}")
+
+    backbones, settings = [], None
+    for i, member in enumerate(members):
+        backbone, member_settings = _build_member(model_factory, member["seed"], i)
+        tensors = (*backbone.parameters(), *backbone.buffers())
+        if any(isinstance(t, nn.parameter.UninitializedTensorMixin) for t in tensors):
+            raise ValueError("model_factory built a network with lazy (uninitialized) parameters, e.g. nn.LazyLinear; "
+                             "stacking needs their shapes: give the sizes, or run a forward pass in the factory")
+        if settings is None:
+            settings, reference = member_settings, backbone
+        elif _signature(backbone) != _signature(reference):
+            raise ValueError(f"model_factory built a different architecture for members[{i}] than for members[0]; "
+                             "every member must have the same parameter names and shapes")
+        if "dropout" in member:
+            layers = _dropouts(backbone)
+            if not layers:
+                raise ValueError(f"members[{i}] sets 'dropout' but the network has no nn.Dropout layer; build it "
+                                 "with dropout > 0 (e.g. MLP(..., dropout=0.5)) and set each member's rate here")
+            for _, layer in layers:
+                layer.p = float(member["dropout"])
+        backbones.append(backbone)
+    num_classes = settings.pop("num_classes") or getattr(data, "num_classes", None)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes could not be read from the network (num_classes attribute) or the data: "
+                         f"got {num_classes!r}; return a ClassifierModule from model_factory")
+    x_train, y_train = data.tensors("train")
+    if y_train.is_floating_point() or (len(y_train) and not 0 <= int(y_train.min()) <= int(y_train.max())
+                                       < num_classes):
+        raise ValueError(f"data's training targets must be class indices in [0, {num_classes})")
+    lrs = [member.get("lr", settings["lr"]) for member in members]
+    wds = [member.get("weight_decay", settings["weight_decay"]) for member in members]
+    rates = [(_dropouts(b)[0][1].p if _dropouts(b) else 0.0) for b in backbones]
+    seeds = [member["seed"] for member in members]
+
+    def stacked() -> StackedMembers:
+        pl.seed_everything(seeds[0], workers=True, verbose=False)  # the dropout masks' stream
+        return StackedMembers(backbones, num_classes, lrs, wds, settings)
+
+    result = fit(stacked, _MembersData(data, seeds), max_epochs=max_epochs, seed=seeds[0],
+                 **{"name": "members", **fit_kwargs})
+    module, k = result.module, len(members)
+    given = [key for key in ("lr", "weight_decay", "dropout") if any(key in m for m in members)]
+    columns = {"lr": lrs, "weight_decay": wds, "dropout": rates}
+    rows = []
+    for i in range(k):
+        metrics = {f"{stage}_{name}": values[i] for stage, by_name in module.member_metrics.items()
+                   for name, values in by_name.items()}
+        rows.append({"seed": seeds[i], **{key: columns[key][i] for key in given}, **(config or {}), **metrics,
+                     "fit_time_s": result.fit_time_s / k, "epochs": result.trainer.current_epoch,
+                     "steps": result.trainer.global_step})
+    frame = pd.DataFrame(rows)
+    module.fit_result = result  # the run folder, history and Trainer of the whole fit
+    return (frame, module) if return_members else frame
+
+
+def _signature(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, tuple(t.shape)) for name, t in module.state_dict().items()]
