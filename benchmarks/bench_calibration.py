@@ -5,7 +5,11 @@
 1. ``update`` + ``compute`` of each of our metrics on 1,000,000 x 10 predictions, as a time ratio to
    torchmetrics' ``MulticlassCalibrationError`` (top-label ECE, 15 bins) on the same tensor, with
    input validation on (the default) for both.
-2. ``TemperatureScaling.fit`` on 50,000 x 10 logits (target: under 0.5 s), against a reference that
+2. The Brier score's sum of squares at N = 1e4 .. 1e6 (x 10): ours (row sums in the input's dtype,
+   then a float64 sum over rows) against the former ``(probs * probs).sum(dtype=float64)``, which
+   converts the whole N x C product to float64, and the floor ``probs.square().sum()`` (one pass, no
+   float64); the growth exponent of each over N comes from a log-log fit.
+3. ``TemperatureScaling.fit`` on 50,000 x 10 logits (target: under 0.5 s), against a reference that
    minimizes the same NLL over ``log T`` with scipy's bounded scalar search.
 
 Timings are medians over repeats, interleaved so that drifts in machine load hit every variant alike.
@@ -72,6 +76,36 @@ def metric_times() -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+BRIER_SIZES = (10_000, 100_000, 1_000_000)
+BRIER_REPEATS = 7
+
+
+def brier_times() -> dict[str, list[float]]:
+    """Median seconds of each Brier sum-of-squares variant at each of ``BRIER_SIZES``."""
+    from toolkit.calibration.metrics import _brier_update
+
+    g = torch.Generator().manual_seed(2)
+    variants = {
+        "_brier_update (ours)": lambda p, y: _brier_update(p, y)[0] - len(y),
+        "(p * p).sum(dtype=float64) (former)":
+            lambda p, y: (p * p).sum(dtype=torch.float64) - 2 * p.gather(1, y[:, None]).sum(dtype=torch.float64),
+        "p.square().sum() (floor, float32)": lambda p, y: p.square().sum() - 2 * p.gather(1, y[:, None]).sum(),
+    }
+    out: dict[str, list[float]] = {name: [] for name in variants}
+    for n in BRIER_SIZES:
+        probs = (3 * torch.randn(n, NUM_CLASSES, generator=g)).softmax(1)
+        targets = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+        values = [float(fn(probs, targets)) for fn in variants.values()]
+        assert max(values) - min(values) <= 1e-6 * n, values  # the same sum
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(BRIER_REPEATS):
+            for name, fn in variants.items():
+                times[name] += _median_time(lambda: fn(probs, targets), 1)
+        for name in variants:
+            out[name].append(statistics.median(times[name]))
+    return out
+
+
 def temperature_times() -> tuple[float, float, float, float]:
     g = torch.Generator().manual_seed(1)
     z = 2 * torch.randn(TS_SAMPLES, NUM_CLASSES, generator=g)
@@ -101,6 +135,15 @@ def main() -> None:
     print(f"\nupdate + compute on {NUM_SAMPLES:,} x {NUM_CLASSES} probabilities (median of {METRIC_REPEATS}):")
     for name, seconds in times.items():
         print(f"  {name:52s} {seconds * 1e3:8.1f} ms   {seconds / reference:5.2f}x the reference")
+    brier = brier_times()
+    print(f"\nBrier sum of squares on N x {NUM_CLASSES} float32 probabilities (median of {BRIER_REPEATS}):")
+    print("  " + " " * 40 + "".join(f"{f'N={n:,}':>14s}" for n in BRIER_SIZES) + "   N^k")
+    for name, seconds in brier.items():
+        slope = np.polyfit(np.log(BRIER_SIZES), np.log(seconds), 1)[0]
+        print(f"  {name:40s}" + "".join(f"{t * 1e3:11.2f} ms" for t in seconds) + f"   k={slope:.2f}")
+    ours, former = brier["_brier_update (ours)"][-1], brier["(p * p).sum(dtype=float64) (former)"][-1]
+    floor = brier["p.square().sum() (floor, float32)"][-1]
+    print(f"  at N={BRIER_SIZES[-1]:,}: ours {ours / floor:.2f}x the floor, the former {former / floor:.2f}x")
     default_threads = torch.get_num_threads()
     # intra-op threads help little on 500k elements and suffer when other processes share the cores
     for threads in sorted({default_threads, 1}, reverse=True):

@@ -530,6 +530,11 @@ for name in ("temperature", "vector", "matrix", "histogram", "isotonic"):
 numbers("TemperatureScaling", lambda v: (lambda: cal.TemperatureScaling(temperature=v)), "temperature",
         (0, -1, NAN, INF, True))
 numbers("TemperatureScaling", lambda v: (lambda: cal.TemperatureScaling(max_iter=v)), "max_iter", (0, True, 2.5))
+for name, build in (("TemperatureScaling", lambda v: cal.TemperatureScaling(tol=v)),
+                    ("VectorScaling", lambda v: cal.VectorScaling(3, tol=v)),
+                    ("MatrixScaling", lambda v: cal.MatrixScaling(3, tol=v))):
+    numbers(name, lambda v, b=build: (lambda: b(v)), "tol", (0, -1e-6, NAN, INF, True))
+numbers("VectorScaling", lambda v: (lambda: cal.VectorScaling(3, max_iter=v)), "max_iter", (0, True, 2.5))
 numbers("VectorScaling", lambda v: (lambda: cal.VectorScaling(num_classes=v)), "num_classes", (1, True))
 numbers("MatrixScaling", lambda v: (lambda: cal.MatrixScaling(3, off_diagonal_l2=v)), "off_diagonal_l2",
         (-1, NAN, INF))

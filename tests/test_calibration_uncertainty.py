@@ -224,8 +224,8 @@ def test_conformal_rejects_bad_arguments():
         SplitConformal().predict(torch.full((2, 3), 1 / 3))
     with pytest.raises(ValueError, match="empty"):
         SplitConformal().fit(torch.empty(0, 3), torch.empty(0, dtype=torch.long))
-    with pytest.raises(ValueError, match="not logits"):
-        SplitConformal().fit(torch.tensor([[3.0, -1.0]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="sum to 1"):  # logits are softmaxed (as torchmetrics); scores are not
+        SplitConformal().fit(torch.tensor([[0.3, 0.3]]), torch.tensor([0]))
 
 
 # ---- figures -------------------------------------------------------------------------------------
@@ -247,3 +247,23 @@ def test_calibration_figures_draw():
     ax = plot_risk_coverage({"msp": (probs.max(1).values, probs.argmax(1) == targets)})
     assert "AURC" in ax.get_legend().get_texts()[0].get_text()
     plt.close("all")
+
+
+def test_split_conformal_accepts_logits_and_bf16_probabilities_like_the_metrics():
+    """bf16 softmax rows miss 1 by up to ~C * 2^-8 (``precision="bf16-mixed"`` on a CPU); fit, scores and
+    predict must take them (computed in float32) and take logits through softmax, as torchmetrics does."""
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(600, 10, generator=g)
+    targets = torch.multinomial(logits.softmax(1), 1, generator=g).squeeze(1)
+    bf16 = logits.bfloat16().softmax(1)
+    assert ((bf16.float().sum(1) - 1).abs() > 1e-3).any(), "the rows the fixed 1e-3 tolerance refused"
+    renormalized = bf16.float() / bf16.float().sum(1, keepdim=True)
+    for method in ("lac", "aps"):
+        reference = SplitConformal(alpha=0.1, method=method).fit(renormalized[:300], targets[:300])
+        from_bf16 = SplitConformal(alpha=0.1, method=method).fit(bf16[:300], targets[:300])
+        assert from_bf16.qhat == pytest.approx(reference.qhat, abs=1e-6)
+        assert torch.equal(from_bf16.predict(bf16[300:]), reference.predict(renormalized[300:]))
+        torch.testing.assert_close(from_bf16.scores(bf16, targets), reference.scores(renormalized, targets))
+        from_logits = SplitConformal(alpha=0.1, method=method).fit(logits[:300], targets[:300])
+        exact = SplitConformal(alpha=0.1, method=method).fit(logits[:300].softmax(1), targets[:300])
+        assert from_logits.qhat == exact.qhat

@@ -81,11 +81,14 @@ class SplitConformal:
 
     def scores(self, probs: Tensor, targets: Tensor) -> Tensor:
         """Conformity score of the true label of each sample (lower = more conforming)."""
+        probs = as_probs(probs)
         check_probs_targets(probs, targets)
         return self._all_scores(probs, 0).gather(1, targets[:, None]).squeeze(1)
 
     def fit(self, probs: Tensor, targets: Tensor) -> SplitConformal:
-        """Calibrate on ``(N, C)`` probabilities and ``(N,)`` labels held out from training."""
+        """Calibrate on ``(N, C)`` probabilities (or logits, which go through ``softmax``) and ``(N,)``
+        labels held out from training; float16/bfloat16 probabilities are computed in float32."""
+        probs = as_probs(probs)
         check_probs_targets(probs, targets)
         n = len(targets)
         if n == 0:

@@ -15,6 +15,7 @@ of a sample by the same positive number.
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -27,28 +28,42 @@ from toolkit.calibration._checks import check_logits, check_logits_targets, chec
 __all__ = ["CALIBRATORS", "HistogramBinning", "IsotonicCalibration", "MatrixScaling", "TemperatureScaling",
            "VectorScaling"]
 
-LBFGS_MAX_ITER = 100
+LBFGS_MAX_ITER = 1000
+GRAD_TOL = 1e-7  # stop when every partial derivative of the mean NLL is below this (float64)
 
 
-def _minimize_lbfgs(params: list[Tensor], loss_fn: Callable[[], Tensor], max_iter: int) -> None:
-    """Minimize ``loss_fn`` over ``params`` with LBFGS and a strong-Wolfe line search (deterministic)."""
-    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-10, tolerance_change=1e-12, history_size=20)
+def _lbfgs(params: list[Tensor], closure: Callable[[], Tensor], max_iter: int, tol: float, owner: str) -> int:
+    """Run LBFGS (strong-Wolfe line search, deterministic) until the largest absolute gradient is
+    ``<= tol`` or the loss stops changing in float64; warn when ``max_iter`` iterations were not
+    enough. Returns the number of iterations used."""
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, max_eval=max(2 * max_iter, 25),
+                                  line_search_fn="strong_wolfe", tolerance_grad=tol, tolerance_change=1e-15,
+                                  history_size=20)
+    optimizer.step(closure)
+    n_iter = int(optimizer.state[params[0]].get("n_iter", 0))
+    if n_iter >= max_iter:
+        with torch.enable_grad():
+            closure()
+        grad_max = max(float(p.grad.abs().max()) for p in params)
+        if grad_max > tol:
+            warnings.warn(f"{owner}.fit stopped at max_iter={max_iter} LBFGS iterations before converging (largest "
+                          f"gradient {grad_max:.2e} > tol={tol:g}): the calibration map is not the NLL optimum; "
+                          "raise max_iter", RuntimeWarning, stacklevel=3)
+    return n_iter
+
+
+def _minimize_lbfgs(params: list[Tensor], loss_fn: Callable[[], Tensor], max_iter: int, tol: float,
+                    owner: str) -> int:
+    """Minimize ``loss_fn`` over ``params`` with :func:`_lbfgs` (autograd gradients)."""
 
     def closure() -> Tensor:
-        optimizer.zero_grad()
+        for p in params:
+            p.grad = None
         loss = loss_fn()
         loss.backward()
         return loss
 
-    optimizer.step(closure)
-
-
-def _minimize_lbfgs_closure(params: list[Tensor], loss_and_grad: Callable[[], Tensor], max_iter: int) -> None:
-    """LBFGS (strong-Wolfe line search) with a closure that sets ``.grad`` itself and returns the loss."""
-    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-10, tolerance_change=1e-12, history_size=20)
-    optimizer.step(loss_and_grad)
+    return _lbfgs(params, closure, max_iter, tol, owner)
 
 
 class _Calibrator(nn.Module, abc.ABC):
@@ -90,8 +105,10 @@ class TemperatureScaling(_Calibrator):
     with LBFGS in float64.
 
     Args:
-        temperature: starting (and, before ``fit``, current) temperature, ``> 0``.
-        max_iter: LBFGS iterations, ``>= 1``.
+        temperature: the temperature before ``fit``, and where ``fit`` starts its search, ``> 0``
+            (a later ``fit`` starts from the temperature fitted last).
+        max_iter: most LBFGS iterations, ``>= 1``; a fit that needs more warns (``RuntimeWarning``).
+        tol: convergence tolerance on the largest absolute gradient of the mean NLL, ``> 0``.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -104,11 +121,12 @@ class TemperatureScaling(_Calibrator):
 
     log_temperature: Tensor
 
-    def __init__(self, temperature: float = 1.0, max_iter: int = LBFGS_MAX_ITER) -> None:
+    def __init__(self, temperature: float = 1.0, max_iter: int = LBFGS_MAX_ITER, tol: float = GRAD_TOL) -> None:
         super().__init__()
         check_number("temperature", temperature, 0, float("inf"), low_open=True, high_open=True)
         check_positive_int("max_iter", max_iter)
-        self.max_iter = max_iter
+        check_number("tol", tol, 0, float("inf"), low_open=True, high_open=True)
+        self.max_iter, self.tol = max_iter, tol
         self.register_buffer("log_temperature", torch.tensor(float(np.log(temperature)), dtype=torch.float64))
 
     @property
@@ -120,7 +138,7 @@ class TemperatureScaling(_Calibrator):
         self._check_fit_inputs(logits, targets)
         logits64 = logits.detach().double()
         true_logit_mean = logits64.gather(1, targets.to(logits.device)[:, None]).mean()
-        log_t = torch.zeros((), dtype=torch.float64, device=logits.device, requires_grad=True)
+        log_t = self.log_temperature.detach().clone().to(logits.device).requires_grad_(True)
 
         def nll_and_grad() -> Tensor:
             # NLL(beta) = mean(logsumexp(beta z) - beta z_y) with beta = 1/T = exp(-log_t), and its
@@ -134,7 +152,7 @@ class TemperatureScaling(_Calibrator):
                 log_t.grad = -beta * (expected_logit - true_logit_mean)
                 return lse.mean() - beta * true_logit_mean
 
-        _minimize_lbfgs_closure([log_t], nll_and_grad, self.max_iter)
+        _lbfgs([log_t], nll_and_grad, self.max_iter, self.tol, type(self).__name__)
         self.log_temperature.copy_(log_t.detach())
         self.is_fitted = True
         return self
@@ -156,17 +174,26 @@ class VectorScaling(_Calibrator):
 
     Args:
         num_classes: number of classes (columns of the logits), ``>= 2``.
-        max_iter: LBFGS iterations.
+        max_iter: most LBFGS iterations, ``>= 1``; a fit that needs more warns (``RuntimeWarning``).
+        tol: convergence tolerance on the largest absolute gradient of the mean NLL, ``> 0``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> logits = 3 * torch.randn(2000, 4, generator=g)
+        >>> targets = torch.multinomial((logits * 0.5 + 1.0).softmax(1), 1, generator=g).squeeze(1)
+        >>> [round(w, 1) for w in VectorScaling(4).fit(logits, targets).weight.tolist()]
+        [0.5, 0.5, 0.5, 0.5]
     """
 
     weight: Tensor
     bias: Tensor
 
-    def __init__(self, num_classes: int, max_iter: int = LBFGS_MAX_ITER) -> None:
+    def __init__(self, num_classes: int, max_iter: int = LBFGS_MAX_ITER, tol: float = GRAD_TOL) -> None:
         super().__init__()
         check_positive_int("num_classes", num_classes, minimum=2)
         check_positive_int("max_iter", max_iter)
-        self.num_classes, self.max_iter = num_classes, max_iter
+        check_number("tol", tol, 0, float("inf"), low_open=True, high_open=True)
+        self.num_classes, self.max_iter, self.tol = num_classes, max_iter, tol
         self.register_buffer("weight", torch.ones(num_classes, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(num_classes, dtype=torch.float64))
 
@@ -175,7 +202,8 @@ class VectorScaling(_Calibrator):
         logits64, targets = logits.detach().double(), targets.to(logits.device)
         weight = torch.ones(self.num_classes, dtype=torch.float64, device=logits.device, requires_grad=True)
         bias = torch.zeros_like(weight, requires_grad=True)
-        _minimize_lbfgs([weight, bias], lambda: F.cross_entropy(logits64 * weight + bias, targets), self.max_iter)
+        _minimize_lbfgs([weight, bias], lambda: F.cross_entropy(logits64 * weight + bias, targets), self.max_iter,
+                        self.tol, type(self).__name__)
         self.weight.copy_(weight.detach())
         self.bias.copy_(bias.detach())
         self.is_fitted = True
@@ -199,18 +227,29 @@ class MatrixScaling(_Calibrator):
     Args:
         num_classes: number of classes, ``>= 2``.
         off_diagonal_l2: penalty strength, ``>= 0``.
-        max_iter: LBFGS iterations.
+        max_iter: most LBFGS iterations, ``>= 1``; a fit that needs more warns (``RuntimeWarning``).
+        tol: convergence tolerance on the largest absolute gradient of the objective, ``> 0``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> logits = 3 * torch.randn(2000, 3, generator=g)
+        >>> targets = torch.multinomial(logits.softmax(1), 1, generator=g).squeeze(1)
+        >>> scaler = MatrixScaling(3).fit(logits, targets)  # already calibrated: close to the identity
+        >>> bool((scaler.weight - torch.eye(3, dtype=torch.float64)).abs().max() < 0.15)
+        True
     """
 
     weight: Tensor
     bias: Tensor
 
-    def __init__(self, num_classes: int, off_diagonal_l2: float = 0.0, max_iter: int = LBFGS_MAX_ITER) -> None:
+    def __init__(self, num_classes: int, off_diagonal_l2: float = 0.0, max_iter: int = LBFGS_MAX_ITER,
+                 tol: float = GRAD_TOL) -> None:
         super().__init__()
         check_positive_int("num_classes", num_classes, minimum=2)
         check_number("off_diagonal_l2", off_diagonal_l2, 0, float("inf"), high_open=True)
         check_positive_int("max_iter", max_iter)
-        self.num_classes, self.off_diagonal_l2, self.max_iter = num_classes, off_diagonal_l2, max_iter
+        check_number("tol", tol, 0, float("inf"), low_open=True, high_open=True)
+        self.num_classes, self.off_diagonal_l2, self.max_iter, self.tol = num_classes, off_diagonal_l2, max_iter, tol
         self.register_buffer("weight", torch.eye(num_classes, dtype=torch.float64))
         self.register_buffer("bias", torch.zeros(num_classes, dtype=torch.float64))
 
@@ -227,7 +266,7 @@ class MatrixScaling(_Calibrator):
             penalty = (weight[off] ** 2).sum() / (c * (c - 1)) + (bias**2).sum() / c
             return nll + self.off_diagonal_l2 * penalty
 
-        _minimize_lbfgs([weight, bias], loss, self.max_iter)
+        _minimize_lbfgs([weight, bias], loss, self.max_iter, self.tol, type(self).__name__)
         self.weight.copy_(weight.detach())
         self.bias.copy_(bias.detach())
         self.is_fitted = True
