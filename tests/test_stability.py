@@ -325,6 +325,59 @@ def test_adaptive_clip_grad_over_many_tensors_matches_the_paper_each():
     assert adaptive_clip_grad_([frozen]) == 0
 
 
+def _timm_agc():
+    """timm's ``adaptive_clip_grad`` (the oracle), loaded from its file: ``import timm`` needs torchvision."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        pytest.skip("timm is not installed (the AGC oracle)")
+    path = Path(spec.origin).parent / "utils" / "agc.py"
+    module_spec = importlib.util.spec_from_file_location("_timm_agc", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.adaptive_clip_grad
+
+
+def test_adaptive_clip_grad_spares_small_float16_units_as_timm_does():
+    # the issue's repro: a zero-initialized fp16 unit with gradient 1e-6 is far under its bound
+    # clip_factor * eps = 1e-5 (norm sqrt(8) * 1e-6); flooring the gradient norm at fp16's smallest
+    # normal (6.1e-5) clipped all four units
+    ours, theirs = (nn.Parameter(torch.zeros(4, 8, dtype=torch.float16)) for _ in range(2))
+    for param in (ours, theirs):
+        param.grad = torch.full((4, 8), 1e-6, dtype=torch.float16)
+    assert adaptive_clip_grad_([ours], clip_factor=0.01, eps=1e-3) == 0
+    _timm_agc()([theirs], clip_factor=0.01, eps=1e-3)
+    assert torch.equal(ours.grad, theirs.grad)
+    assert torch.equal(ours.grad, torch.full((4, 8), 1e-6, dtype=torch.float16))
+
+
+def test_adaptive_clip_grad_with_mixed_dtypes_matches_timm_per_tensor():
+    # a float32 tensor sharing the list with a float16 one is decided by its own, unfloored norm
+    generator = torch.Generator().manual_seed(1)
+    small32 = nn.Parameter(torch.zeros(3, 5))
+    small32.grad = torch.full((3, 5), 1e-6)  # norm 2.2e-6 < bound 1e-5: untouched
+    half = nn.Parameter(torch.randn(6, 4, generator=generator).half())
+    half.grad = (torch.randn(6, 4, generator=generator) * torch.logspace(-3, 0, 6)[:, None]).half()
+    big32 = nn.Parameter(torch.randn(5, 7, generator=generator))
+    big32.grad = torch.randn(5, 7, generator=generator) * torch.logspace(-4, 0, 5)[:, None]
+    params = [small32, half, big32]
+    twins = [nn.Parameter(p.detach().clone()) for p in params]
+    for twin, param in zip(twins, params):
+        twin.grad = param.grad.clone()
+    originals = [p.grad.clone() for p in params]
+    clipped = adaptive_clip_grad_(params, clip_factor=0.02, eps=1e-3)
+    timm_agc = _timm_agc()
+    for twin in twins:
+        timm_agc([twin], clip_factor=0.02, eps=1e-3)
+    assert torch.equal(small32.grad, twins[0].grad)
+    torch.testing.assert_close(half.grad, twins[1].grad, rtol=2e-3, atol=1e-6)  # fp16 rounding of the norms
+    torch.testing.assert_close(big32.grad, twins[2].grad, rtol=1e-5, atol=1e-8)
+    changed = sum(int((twin.grad != original).flatten(1).any(1).sum()) for twin, original in zip(twins, originals))
+    assert clipped == changed > 0
+
+
 def test_agc_callback_bounds_units_and_spares_excluded():
     class After(pl.Callback):
         ratios, spared = [], []
