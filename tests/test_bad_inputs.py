@@ -326,6 +326,8 @@ numbers("NonFiniteGuard", lambda v: (lambda: stability.NonFiniteGuard(snapshot_e
         "snapshot_every_n_steps", (0, True, 2.5))
 numbers("NonFiniteGuard", lambda v: (lambda: stability.NonFiniteGuard(max_rollbacks=v)), "max_rollbacks",
         (-1, True, 2.5))
+numbers("NonFiniteGuard", lambda v: (lambda: stability.NonFiniteGuard(max_skipped_fraction=v)),
+        "max_skipped_fraction", (0, 1, -0.1, NAN, True))
 numbers("divergence_lr", lambda v: (lambda: stability.divergence_lr([1e-3, 1e-2, 1e-1], [1.0, 0.9, 5.0], v)),
         "threshold", (0, -1, NAN, INF, True))
 bad("divergence_lr-lengths", lambda: stability.divergence_lr([1e-3, 1e-2], [1.0]), ValueError, "losses")

@@ -14,7 +14,7 @@ from torch import nn
 from toolkit.data import DigitsDataModule, TensorBatchLoader
 from toolkit.models import MLP
 from toolkit.stability import (AdaptiveGradientClipping, GradientNormMonitor, LossSpikeGuard, NonFiniteGuard,
-                               adaptive_clip_grad_)
+                               SkippedStepWarning, adaptive_clip_grad_)
 from toolkit.training import ClassifierModule, fit, quiet_lightning
 
 N_SAMPLES, BATCH = 96, 8  # 12 steps per epoch
@@ -135,6 +135,85 @@ def test_skip_equals_a_plain_loop_that_omits_the_step():
     expected = _plain_loop(skip_steps={4, 9}, epochs=2)
     for name, value in expected.items():
         torch.testing.assert_close(module.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+class TinyBN(pl.LightningModule):
+    """Linear -> batch norm (1d, or 2d over a 1x1 map) -> ReLU -> Linear; a NaN *input* at ``nan_steps``
+    poisons the running statistics in the forward pass, before any guard sees the loss."""
+
+    def __init__(self, norm="1d", nan_steps=()):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.head = nn.Linear(6, 8), nn.Linear(8, 2)
+        self.norm_kind, self.bn = norm, nn.BatchNorm1d(8) if norm == "1d" else nn.BatchNorm2d(8)
+        self.nan_steps = set(nan_steps)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = self.bn(h) if self.norm_kind == "1d" else self.bn(h[:, :, None, None]).flatten(1)
+        return self.head(torch.relu(h))
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0] * float("nan") if self.global_step in self.nan_steps else batch[0]
+        return nn.functional.cross_entropy(self(x), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("norm", ["1d", "2d"])
+def test_skip_restores_batch_norm_running_stats_bitwise(norm):
+    recorder, guard = Recorder(), NonFiniteGuard("skip")
+    module = TinyBN(norm, nan_steps={5})
+    _train(module, [guard, recorder])
+    _assert_states_equal(recorder.after[5], recorder.before[5])  # running_mean/var and num_batches_tracked too
+    assert guard.skipped == 1
+    # the oracle: a plain loop that never saw batch 5 (no forward, no step)
+    twin = TinyBN(norm)
+    optimizer = twin.configure_optimizers()
+    x, y = _data()
+    for step, start in enumerate(range(0, N_SAMPLES, BATCH)):
+        if step == 5:
+            continue
+        nn.functional.cross_entropy(twin(x[start:start + BATCH]), y[start:start + BATCH]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for name, value in twin.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), name
+    module.eval()
+    assert torch.isfinite(module(x)).all()
+
+
+def _summary_warnings(caught):
+    return [str(w.message) for w in caught if "NonFiniteGuard summary" in str(w.message)]
+
+
+def test_guard_warns_when_more_than_the_stated_share_of_steps_is_skipped():
+    guard = NonFiniteGuard("skip")  # max_skipped_fraction=0.05
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=SkippedStepWarning)  # the per-step warnings, silenced
+        trainer = _train(Tiny(poison={2: "nan", 6: "nan", 9: "nan"}), [guard])
+    assert guard.summary["guarded_steps"] == 12 and guard.summary["no_update_steps"] == 3
+    assert guard.summary["too_many_skipped"] and guard.summary["skipped_share"] == 0.25
+    assert trainer.callback_metrics["nonfinite_skipped_share"] == pytest.approx(0.25)
+    [message] = _summary_warnings(caught)
+    assert "3 of 12" in message and "25%" in message
+    lenient = NonFiniteGuard("skip", max_skipped_fraction=0.3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(Tiny(poison={2: "nan", 6: "nan", 9: "nan"}), [lenient])
+    assert _summary_warnings(caught) == [] and not lenient.summary["too_many_skipped"]
+
+
+def test_a_run_with_a_nan_loss_at_every_step_does_not_end_silently():
+    guard = NonFiniteGuard("skip", max_consecutive_skips=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=SkippedStepWarning)
+        _train(Tiny(poison={step: "nan" for step in range(12)}), [guard])
+    [message] = _summary_warnings(caught)
+    assert "12 of 12" in message and "100%" in message
 
 
 def test_rollback_restores_last_snapshot_bitwise_and_lowers_lr():
