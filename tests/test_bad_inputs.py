@@ -330,6 +330,8 @@ numbers("NonFiniteGuard", lambda v: (lambda: stability.NonFiniteGuard(max_skippe
         "max_skipped_fraction", (0, 1, -0.1, NAN, True))
 numbers("divergence_lr", lambda v: (lambda: stability.divergence_lr([1e-3, 1e-2, 1e-1], [1.0, 0.9, 5.0], v)),
         "threshold", (0, -1, NAN, INF, True))
+numbers("debias_lightning_losses", lambda v: (lambda: stability.debias_lightning_losses([1.0], v)), "beta",
+        (0, 1, NAN, True))
 bad("divergence_lr-lengths", lambda: stability.divergence_lr([1e-3, 1e-2], [1.0]), ValueError, "losses")
 bad("divergence_lr-empty", lambda: stability.divergence_lr([], []), ValueError, "lrs")
 bad("divergence_lr-nan-lr", lambda: stability.divergence_lr([NAN, 1e-2], [1.0, 1.0]), ValueError, "lrs")
