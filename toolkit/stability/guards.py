@@ -57,7 +57,7 @@ class NonFiniteGuard(pl.Callback):
 
     - ``"skip"``: no update this step; weights, optimizer state and buffers (batch norm's running
       statistics, which the bad batch's forward pass already changed) stay bitwise as they were
-      before the step's first batch.
+      before the step's first batch (every buffer is copied before each step: one fused copy).
     - ``"rollback"``: restore the last good weights and optimizer state (a snapshot taken every
       ``snapshot_every_n_steps`` finite steps), multiply every learning rate by ``lr_factor``
       (the scheduler's base learning rates too) and skip the step. For a run whose weights have
