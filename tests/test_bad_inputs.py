@@ -216,6 +216,14 @@ numbers("TinyViT", lambda v: (lambda: models.TinyViT(mlp_ratio=v)), "mlp_ratio",
 numbers("TinyViT", lambda v: (lambda: models.TinyViT(norm_position=v)), "norm_position", ("middle", None))
 numbers("TinyViT", lambda v: (lambda: models.TinyViT(pool=v)), "pool", ("max", None))
 numbers("TinyViT", lambda v: (lambda: models.TinyViT(dropout=v)), "dropout", (-0.1, 1.0, NAN))
+numbers("SequenceTransformer", lambda v: (lambda: models.SequenceTransformer(patch_size=v)), "patch_size",
+        (3, 0, True))
+numbers("SequenceTransformer", lambda v: (lambda: models.SequenceTransformer(dim=v)), "dim", (0, 30, True))
+numbers("SequenceTransformer", lambda v: (lambda: models.SequenceTransformer(norm_position=v)), "norm_position",
+        ("middle", None))
+numbers("SequenceTransformer", lambda v: (lambda: models.SequenceTransformer(pool=v)), "pool", ("max", None))
+typed("SequenceTransformer", lambda v: (lambda: models.SequenceTransformer(qk_norm=v)), "qk_norm", ("yes", 1, None))
+numbers("SelfAttention", lambda v: (lambda: models.SelfAttention(16, heads=v)), "heads", (0, 3, True))
 numbers("MoE", lambda v: (lambda: models.MoE(4, num_experts=v)), "num_experts", (1, 0, True, 2.5))
 numbers("MoE", lambda v: (lambda: models.MoE(4, num_experts=4, top_k=v)), "top_k", (0, 5, True))
 numbers("MoE", lambda v: (lambda: models.MoE(4, aux_loss_coef=v)), "aux_loss_coef", (-1, NAN, INF, True))
@@ -258,6 +266,7 @@ numbers("ClassifierModule", lambda v: cm(weight_decay=v), "weight_decay", (-1, N
 numbers("ClassifierModule", lambda v: cm(momentum=v), "momentum", (1.0, -0.1, NAN))
 numbers("ClassifierModule", lambda v: cm(warmup_fraction=v), "warmup_fraction", (1.0, -0.1, NAN))
 numbers("ClassifierModule", lambda v: cm(label_smoothing=v), "label_smoothing", (1.0, -0.1, NAN, INF))
+numbers("ClassifierModule", lambda v: cm(z_loss=v), "z_loss", (-1e-4, NAN, INF, True))
 numbers("ClassifierModule", lambda v: cm(ece_bins=v), "ece_bins", (0, True, 2.5))
 bad("ClassifierModule-dict-batch", lambda: training.ClassifierModule(linear(), 3).training_step(
     {"x": X4, "y": Y4}, 0), TypeError, "batch")
@@ -369,8 +378,16 @@ numbers("NonFiniteGuard", lambda v: (lambda: stability.NonFiniteGuard(snapshot_e
         "snapshot_every_n_steps", (0, True, 2.5))
 numbers("NonFiniteGuard", lambda v: (lambda: stability.NonFiniteGuard(max_rollbacks=v)), "max_rollbacks",
         (-1, True, 2.5))
+numbers("UpdateRatioMonitor", lambda v: (lambda: stability.UpdateRatioMonitor(every_n_steps=v)), "every_n_steps",
+        (0, True, 2.5))
+bad("UpdateRatioMonitor-weights_only", lambda: stability.UpdateRatioMonitor(weights_only="yes"), TypeError,
+    "weights_only")
+numbers("NonFiniteGuard", lambda v: (lambda: stability.NonFiniteGuard(max_skipped_fraction=v)),
+        "max_skipped_fraction", (0, 1, -0.1, NAN, True))
 numbers("divergence_lr", lambda v: (lambda: stability.divergence_lr([1e-3, 1e-2, 1e-1], [1.0, 0.9, 5.0], v)),
         "threshold", (0, -1, NAN, INF, True))
+numbers("debias_lightning_losses", lambda v: (lambda: stability.debias_lightning_losses([1.0], v)), "beta",
+        (0, 1, NAN, True))
 bad("divergence_lr-lengths", lambda: stability.divergence_lr([1e-3, 1e-2], [1.0]), ValueError, "losses")
 bad("divergence_lr-empty", lambda: stability.divergence_lr([], []), ValueError, "lrs")
 bad("divergence_lr-nan-lr", lambda: stability.divergence_lr([NAN, 1e-2], [1.0, 1.0]), ValueError, "lrs")

@@ -14,7 +14,7 @@ from torch import nn
 from toolkit.data import DigitsDataModule, TensorBatchLoader
 from toolkit.models import MLP
 from toolkit.stability import (AdaptiveGradientClipping, GradientNormMonitor, LossSpikeGuard, NonFiniteGuard,
-                               adaptive_clip_grad_)
+                               SkippedStepWarning, adaptive_clip_grad_)
 from toolkit.training import ClassifierModule, fit, quiet_lightning
 
 N_SAMPLES, BATCH = 96, 8  # 12 steps per epoch
@@ -135,6 +135,85 @@ def test_skip_equals_a_plain_loop_that_omits_the_step():
     expected = _plain_loop(skip_steps={4, 9}, epochs=2)
     for name, value in expected.items():
         torch.testing.assert_close(module.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+class TinyBN(pl.LightningModule):
+    """Linear -> batch norm (1d, or 2d over a 1x1 map) -> ReLU -> Linear; a NaN *input* at ``nan_steps``
+    poisons the running statistics in the forward pass, before any guard sees the loss."""
+
+    def __init__(self, norm="1d", nan_steps=()):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.head = nn.Linear(6, 8), nn.Linear(8, 2)
+        self.norm_kind, self.bn = norm, nn.BatchNorm1d(8) if norm == "1d" else nn.BatchNorm2d(8)
+        self.nan_steps = set(nan_steps)
+
+    def forward(self, x):
+        h = self.fc(x)
+        h = self.bn(h) if self.norm_kind == "1d" else self.bn(h[:, :, None, None]).flatten(1)
+        return self.head(torch.relu(h))
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0] * float("nan") if self.global_step in self.nan_steps else batch[0]
+        return nn.functional.cross_entropy(self(x), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+@pytest.mark.parametrize("norm", ["1d", "2d"])
+def test_skip_restores_batch_norm_running_stats_bitwise(norm):
+    recorder, guard = Recorder(), NonFiniteGuard("skip")
+    module = TinyBN(norm, nan_steps={5})
+    _train(module, [guard, recorder])
+    _assert_states_equal(recorder.after[5], recorder.before[5])  # running_mean/var and num_batches_tracked too
+    assert guard.skipped == 1
+    # the oracle: a plain loop that never saw batch 5 (no forward, no step)
+    twin = TinyBN(norm)
+    optimizer = twin.configure_optimizers()
+    x, y = _data()
+    for step, start in enumerate(range(0, N_SAMPLES, BATCH)):
+        if step == 5:
+            continue
+        nn.functional.cross_entropy(twin(x[start:start + BATCH]), y[start:start + BATCH]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for name, value in twin.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), name
+    module.eval()
+    assert torch.isfinite(module(x)).all()
+
+
+def _summary_warnings(caught):
+    return [str(w.message) for w in caught if "NonFiniteGuard summary" in str(w.message)]
+
+
+def test_guard_warns_when_more_than_the_stated_share_of_steps_is_skipped():
+    guard = NonFiniteGuard("skip")  # max_skipped_fraction=0.05
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=SkippedStepWarning)  # the per-step warnings, silenced
+        trainer = _train(Tiny(poison={2: "nan", 6: "nan", 9: "nan"}), [guard])
+    assert guard.summary["guarded_steps"] == 12 and guard.summary["no_update_steps"] == 3
+    assert guard.summary["too_many_skipped"] and guard.summary["skipped_share"] == 0.25
+    assert trainer.callback_metrics["nonfinite_skipped_share"] == pytest.approx(0.25)
+    [message] = _summary_warnings(caught)
+    assert "3 of 12" in message and "25%" in message
+    lenient = NonFiniteGuard("skip", max_skipped_fraction=0.3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _train(Tiny(poison={2: "nan", 6: "nan", 9: "nan"}), [lenient])
+    assert _summary_warnings(caught) == [] and not lenient.summary["too_many_skipped"]
+
+
+def test_a_run_with_a_nan_loss_at_every_step_does_not_end_silently():
+    guard = NonFiniteGuard("skip", max_consecutive_skips=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=SkippedStepWarning)
+        _train(Tiny(poison={step: "nan" for step in range(12)}), [guard])
+    [message] = _summary_warnings(caught)
+    assert "12 of 12" in message and "100%" in message
 
 
 def test_rollback_restores_last_snapshot_bitwise_and_lowers_lr():
@@ -323,6 +402,59 @@ def test_adaptive_clip_grad_over_many_tensors_matches_the_paper_each():
     assert clipped == sum(count for _, count in expected) > 0
     assert frozen.grad is None
     assert adaptive_clip_grad_([frozen]) == 0
+
+
+def _timm_agc():
+    """timm's ``adaptive_clip_grad`` (the oracle), loaded from its file: ``import timm`` needs torchvision."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        pytest.skip("timm is not installed (the AGC oracle)")
+    path = Path(spec.origin).parent / "utils" / "agc.py"
+    module_spec = importlib.util.spec_from_file_location("_timm_agc", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.adaptive_clip_grad
+
+
+def test_adaptive_clip_grad_spares_small_float16_units_as_timm_does():
+    # the issue's repro: a zero-initialized fp16 unit with gradient 1e-6 is far under its bound
+    # clip_factor * eps = 1e-5 (norm sqrt(8) * 1e-6); flooring the gradient norm at fp16's smallest
+    # normal (6.1e-5) clipped all four units
+    ours, theirs = (nn.Parameter(torch.zeros(4, 8, dtype=torch.float16)) for _ in range(2))
+    for param in (ours, theirs):
+        param.grad = torch.full((4, 8), 1e-6, dtype=torch.float16)
+    assert adaptive_clip_grad_([ours], clip_factor=0.01, eps=1e-3) == 0
+    _timm_agc()([theirs], clip_factor=0.01, eps=1e-3)
+    assert torch.equal(ours.grad, theirs.grad)
+    assert torch.equal(ours.grad, torch.full((4, 8), 1e-6, dtype=torch.float16))
+
+
+def test_adaptive_clip_grad_with_mixed_dtypes_matches_timm_per_tensor():
+    # a float32 tensor sharing the list with a float16 one is decided by its own, unfloored norm
+    generator = torch.Generator().manual_seed(1)
+    small32 = nn.Parameter(torch.zeros(3, 5))
+    small32.grad = torch.full((3, 5), 1e-6)  # norm 2.2e-6 < bound 1e-5: untouched
+    half = nn.Parameter(torch.randn(6, 4, generator=generator).half())
+    half.grad = (torch.randn(6, 4, generator=generator) * torch.logspace(-3, 0, 6)[:, None]).half()
+    big32 = nn.Parameter(torch.randn(5, 7, generator=generator))
+    big32.grad = torch.randn(5, 7, generator=generator) * torch.logspace(-4, 0, 5)[:, None]
+    params = [small32, half, big32]
+    twins = [nn.Parameter(p.detach().clone()) for p in params]
+    for twin, param in zip(twins, params):
+        twin.grad = param.grad.clone()
+    originals = [p.grad.clone() for p in params]
+    clipped = adaptive_clip_grad_(params, clip_factor=0.02, eps=1e-3)
+    timm_agc = _timm_agc()
+    for twin in twins:
+        timm_agc([twin], clip_factor=0.02, eps=1e-3)
+    assert torch.equal(small32.grad, twins[0].grad)
+    torch.testing.assert_close(half.grad, twins[1].grad, rtol=2e-3, atol=1e-6)  # fp16 rounding of the norms
+    torch.testing.assert_close(big32.grad, twins[2].grad, rtol=1e-5, atol=1e-8)
+    changed = sum(int((twin.grad != original).flatten(1).any(1).sum()) for twin, original in zip(twins, originals))
+    assert clipped == changed > 0
 
 
 def test_agc_callback_bounds_units_and_spares_excluded():

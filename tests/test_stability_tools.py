@@ -34,9 +34,9 @@ def test_lr_range_test_stops_where_divergence_lr_says(capfd):
     before = {k: v.clone() for k, v in module.state_dict().items()}
     result = lr_range_test(module, data, min_lr=1e-3, max_lr=1e3, num_training=60, early_stop_threshold=4.0)
     frame = result.frame
-    assert isinstance(result, LRRangeResult) and list(frame.columns) == ["lr", "loss"]
+    assert isinstance(result, LRRangeResult) and list(frame.columns) == ["lr", "loss", "loss_lightning"]
     assert len(frame) < 60, "SGD at lr up to 1e3 must diverge before the end"
-    # Lightning stopped right after recording the point our rule flags
+    # the curve ends at the point our rule flags
     assert result.divergence_lr == pytest.approx(frame["lr"].iloc[-1])
     ratios = np.diff(np.log(frame["lr"].to_numpy()))[1:]  # Lightning's first recorded lr is min_lr, then one step on
     assert np.allclose(ratios, math.log(1e6) / 60, rtol=1e-4), "exponential sweep from min_lr to max_lr"
@@ -46,6 +46,33 @@ def test_lr_range_test_stops_where_divergence_lr_says(capfd):
     assert "Finding best initial lr" not in capfd.readouterr().err, "the finder's progress bar is hidden"
     ax = plot_lr_range(result, label="sgd")
     assert ax.get_xscale() == "log" and any(line.get_linestyle() == "--" for line in ax.get_lines())
+
+
+class _Recording(ClassifierModule):
+    """A ClassifierModule that keeps every raw training loss, the input of the hand-computed curve."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.raw_losses.append(float(loss.detach()))
+        return loss
+
+
+def test_range_test_curve_equals_a_hand_computed_debiased_average():
+    module = _Recording(MLP(64, 10, hidden_sizes=(32,)), 10, optimizer="sgd", lr=0.1)
+    module.raw_losses = []
+    result = lr_range_test(module, DigitsDataModule(flatten=True, batch_size=32), min_lr=1e-4, max_lr=1.0,
+                           num_training=30, early_stop_threshold=1e6)
+    beta, average, expected = 0.98, 0.0, []
+    for n, loss in enumerate(module.raw_losses, start=1):  # a_n = b a_{n-1} + (1 - b) l_n, s_n = a_n / (1 - b^n)
+        average = beta * average + (1 - beta) * loss
+        expected.append(average / (1 - beta ** n))
+    assert len(result.frame) == len(expected) == 30
+    np.testing.assert_allclose(result.frame["loss"], expected, rtol=1e-6)
+    assert result.frame["loss"].iloc[0] == pytest.approx(module.raw_losses[0], rel=1e-6)  # s_1 = l_1
+    # Lightning's own first point is l_1 / (1 + beta), about half: the artefact this corrects
+    assert result.frame["loss_lightning"].iloc[0] == pytest.approx(module.raw_losses[0] / (1 + beta), rel=1e-6)
+    window = result.frame.iloc[3:]  # the fastai window: after the first 10% of the points
+    assert result.min_loss_lr == window["lr"][window["loss"].idxmin()]
 
 
 def test_seed_variance_builds_fresh_callbacks_per_seed_and_spread_matches_pandas():

@@ -6,6 +6,7 @@ from toolkit.models.cnn1d import CNN1D, GRUClassifier
 from toolkit.models.mlp import MLP
 from toolkit.models.moe import MoE, MoEMLP, expert_fractions, load_balancing_loss
 from toolkit.models.resnet import PreActBlock, ResNet
+from toolkit.models.transformer import SelfAttention, SequenceTransformer, TransformerBlock
 from toolkit.models.vit import TinyViT
 
 __all__ = [
@@ -18,8 +19,11 @@ __all__ = [
     "MoEMLP",
     "PreActBlock",
     "ResNet",
+    "SelfAttention",
+    "SequenceTransformer",
     "SmallCNN",
     "TinyViT",
+    "TransformerBlock",
     "expert_fractions",
     "load_balancing_loss",
     "make_dropout",

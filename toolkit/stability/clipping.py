@@ -24,6 +24,17 @@ def unitwise_norm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True)
 
 
+_TINY32 = torch.finfo(torch.float32).tiny
+
+
+def _unit_norm32(x: Tensor) -> Tensor:
+    """:func:`unitwise_norm` accumulated and returned in float32 (float64 stays float64)."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if x.ndim <= 1:
+        return torch.linalg.vector_norm(x, dtype=dtype)
+    return torch.linalg.vector_norm(x, dim=tuple(range(1, x.ndim)), keepdim=True, dtype=dtype)
+
+
 @torch.no_grad()
 def adaptive_clip_grad_(parameters: Iterable[Tensor], clip_factor: float = 0.01, eps: float = 1e-3) -> int:
     """Clip, in place, every unit's gradient to ``clip_factor`` times the unit's weight norm.
@@ -54,15 +65,18 @@ def adaptive_clip_grad_(parameters: Iterable[Tensor], clip_factor: float = 0.01,
         return 0
     grads = [param.grad for param in params]
     # per-unit norms need one call per tensor; everything after is one fused call over the list
-    # (torch._foreach_*, as torch.nn.utils.clip_grad_norm_ does): on small models the cost is per op
-    scales = [unitwise_norm(param) for param in params]
-    grad_norms = [unitwise_norm(grad) for grad in grads]
+    # (torch._foreach_*, as torch.nn.utils.clip_grad_norm_ does): on small models the cost is per op.
+    # Norms in float32 (an fp16 norm of small units underflows); the decision is the paper's,
+    # ||G_i|| > clip_factor * max(||W_i||, eps), with the gradient norm unfloored: the floor of the
+    # division below (float32's smallest normal) lies under every bound clip_factor * eps >= 1e-38
+    scales = [_unit_norm32(param) for param in params]
+    grad_norms = [_unit_norm32(grad) for grad in grads]
     torch._foreach_clamp_min_(scales, eps)
     torch._foreach_mul_(scales, clip_factor)  # the largest allowed gradient norm of each unit
-    torch._foreach_clamp_min_(grad_norms, max(torch.finfo(grad.dtype).tiny for grad in grads))
+    torch._foreach_clamp_min_(grad_norms, _TINY32)
     torch._foreach_div_(scales, grad_norms)
     torch._foreach_clamp_max_(scales, 1.0)
-    torch._foreach_mul_(grads, scales)
+    torch._foreach_mul_(grads, scales)  # computed in float32, stored in each gradient's own dtype
     # a unit was clipped where its scale is below 1: count the nonzeros of (scale - 1) (the L0 norm)
     clipped = torch._foreach_norm(torch._foreach_sub(scales, 1.0), 0)
     return int(torch.stack(clipped).sum())
@@ -80,7 +94,7 @@ class AdaptiveGradientClipping(pl.Callback):
 
     How it differs from Lightning's ``Trainer(gradient_clip_val=..., gradient_clip_algorithm=...)``:
     that clips the *global* norm (or each value) to a fixed threshold you must tune per model and
-    learning rate; AGC bounds each unit's update relative to its own weight norm, so one threshold
+    learning rate; AGC bounds each unit's gradient relative to its own weight norm, so one threshold
     works across layers of very different scale. The two can be combined. Under DDP the gradients are
     all-reduced before this hook, so every rank clips identically without communication.
 

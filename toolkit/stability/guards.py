@@ -55,7 +55,9 @@ class NonFiniteGuard(pl.Callback):
     The loss is checked in ``on_before_backward`` and the gradients (their global norm) in
     ``on_before_optimizer_step``, before the weights change. Then, by ``policy``:
 
-    - ``"skip"``: no update this step; weights and optimizer state stay bitwise as they were.
+    - ``"skip"``: no update this step; weights, optimizer state and buffers (batch norm's running
+      statistics, which the bad batch's forward pass already changed) stay bitwise as they were
+      before the step's first batch (every buffer is copied before each step: one fused copy).
     - ``"rollback"``: restore the last good weights and optimizer state (a snapshot taken every
       ``snapshot_every_n_steps`` finite steps), multiply every learning rate by ``lr_factor``
       (the scheduler's base learning rates too) and skip the step. For a run whose weights have
@@ -68,6 +70,9 @@ class NonFiniteGuard(pl.Callback):
     is logged through ``LightningModule.log`` as ``nonfinite_skipped``/``nonfinite_rollbacks``
     (``trainer.callback_metrics``), and ``max_consecutive_skips`` skips in a row of one optimizer
     raise ``RuntimeError``: a run whose every step is non-finite does not finish "normally".
+    At the end of training, :attr:`summary` counts the steps that made no update; when their share
+    exceeds ``max_skipped_fraction`` a plain ``UserWarning`` (rank zero; not filtered with
+    :class:`SkippedStepWarning`) says so, and every epoch logs the share as ``nonfinite_skipped_share``.
 
     Several optimizers (a GAN, manual optimization): everything is per optimizer. The check,
     the skip and the rollback act on the parameters of the optimizer being stepped; each
@@ -92,13 +97,16 @@ class NonFiniteGuard(pl.Callback):
         max_rollbacks: stop after this many rollbacks, ``>= 1``.
         max_consecutive_skips: raise ``RuntimeError`` after this many skipped steps in a row of one
             optimizer, ``>= 1``, or None to skip without limit (each skip still warns).
+        max_skipped_fraction: the share of optimizer steps, in ``(0, 1)``, that may make no update
+            before the end-of-training summary warns.
 
     Example:
         >>> guard = NonFiniteGuard("rollback", lr_factor=0.5)
     """
 
     def __init__(self, policy: str = "skip", lr_factor: float = 0.5, snapshot_every_n_steps: int = 50,
-                 max_rollbacks: int = 10, max_consecutive_skips: int | None = 20) -> None:
+                 max_rollbacks: int = 10, max_consecutive_skips: int | None = 20,
+                 max_skipped_fraction: float = 0.05) -> None:
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         check_open_unit("lr_factor", lr_factor)
@@ -106,6 +114,9 @@ class NonFiniteGuard(pl.Callback):
         check_positive_int("max_rollbacks", max_rollbacks)
         if max_consecutive_skips is not None:
             check_positive_int("max_consecutive_skips", max_consecutive_skips)
+        check_open_unit("max_skipped_fraction", max_skipped_fraction)
+        self.max_skipped_fraction = float(max_skipped_fraction)
+        self.guarded_steps = 0
         self.policy, self.lr_factor = policy, float(lr_factor)
         self.snapshot_every_n_steps, self.max_rollbacks = snapshot_every_n_steps, max_rollbacks
         self.max_consecutive_skips = max_consecutive_skips
@@ -118,6 +129,8 @@ class NonFiniteGuard(pl.Callback):
         self._snapshots: dict[int, dict[str, Any]] = {}
         self._steps: dict[int, int] = {}
         self._owned: dict[int, tuple[list[nn.Parameter], dict[str, Tensor]]] = {}
+        self._batch_buffers: dict[str, Tensor] = {}
+        self._take_buffers = True
 
     @property
     def state_key(self) -> str:
@@ -125,6 +138,23 @@ class NonFiniteGuard(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._owned, self._snapshots, self._steps = {}, {}, {}
+        self._batch_buffers, self._take_buffers = {}, True
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        """Copy every buffer before the forward pass of a step's first batch (gradient accumulation:
+        of the first micro-batch), so a skipped step can undo what the forward pass wrote into them."""
+        if not self._take_buffers:
+            return
+        self._take_buffers = False
+        buffers = {name: value.detach() for name, value in pl_module.named_buffers()}
+        same = buffers.keys() == self._batch_buffers.keys() and all(
+            value.shape == self._batch_buffers[name].shape and value.dtype == self._batch_buffers[name].dtype
+            for name, value in buffers.items())
+        if same and buffers:  # reuse the copies: one fused copy instead of an allocation per buffer
+            torch._foreach_copy_(list(self._batch_buffers.values()), list(buffers.values()))
+        else:
+            self._batch_buffers = {name: value.clone() for name, value in buffers.items()}
 
     def _owned_by(self, index: int, module: nn.Module, optimizer: Optimizer) -> tuple[list, dict[str, Tensor]]:
         """The optimizer's parameters and the buffers of the layers all of whose parameters it owns."""
@@ -147,6 +177,8 @@ class NonFiniteGuard(pl.Callback):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                                  optimizer: Optimizer) -> None:
         loss_finite, self._loss_finite = self._loss_finite, True
+        self._take_buffers = True  # the next batch starts a new step
+        self.guarded_steps += 1
         index = optimizer_index(trainer, optimizer)
         params, buffers = self._owned_by(index, pl_module, optimizer)
         with torch.no_grad():
@@ -165,6 +197,10 @@ class NonFiniteGuard(pl.Callback):
         culprit = "the loss" if not loss_finite else self._first_bad_parameter(pl_module, params)
         self.events.append({"step": step, "optimizer": index, "policy": self.policy, "culprit": culprit})
         where = f"step {step}" + (f" (optimizer {index})" if len(trainer.optimizers) > 1 else "")
+        with torch.no_grad():  # undo the forward pass's writes (running statistics); a rollback then goes further
+            for name, value in buffers.items():
+                if name in self._batch_buffers:
+                    value.copy_(self._batch_buffers[name])
         if self.policy == "rollback" and index in self._snapshots and self.rollbacks < self.max_rollbacks:
             self._rollback(trainer, optimizer, index, params, buffers)
             rank_zero_warn(f"NonFiniteGuard: non-finite value in {culprit} at {where}; rolled back to the last "
@@ -191,6 +227,32 @@ class NonFiniteGuard(pl.Callback):
         skip_optimizer_step(optimizer)
         log_metrics(pl_module, {"nonfinite_skipped": float(self.skipped),
                                 "nonfinite_rollbacks": float(self.rollbacks)}, every_step=True)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Guarded optimizer steps, those that made no update (skipped, rolled back or stopped), their
+        share, and whether that share exceeds ``max_skipped_fraction``."""
+        no_update = len(self.events)
+        share = no_update / self.guarded_steps if self.guarded_steps else 0.0
+        return {"guarded_steps": self.guarded_steps, "no_update_steps": no_update, "skipped": self.skipped,
+                "rollbacks": self.rollbacks, "stopped": self.stopped, "skipped_share": share,
+                "max_skipped_fraction": self.max_skipped_fraction,
+                "too_many_skipped": share > self.max_skipped_fraction}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.guarded_steps:
+            pl_module.log("nonfinite_skipped_share", self.summary["skipped_share"], on_step=False, on_epoch=True,
+                          logger=True, batch_size=1)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        summary = self.summary
+        if summary["too_many_skipped"]:
+            rank_zero_warn(f"NonFiniteGuard summary: {summary['no_update_steps']} of {summary['guarded_steps']} "
+                           f"optimizer steps ({summary['skipped_share']:.0%}) had a non-finite loss or gradient and "
+                           f"made no update ({summary['skipped']} skipped, {summary['rollbacks']} rolled back), more "
+                           f"than max_skipped_fraction={self.max_skipped_fraction:g}: the run trained on few of its "
+                           "batches. Lower the learning rate, look for a NaN source (log(0), fp16 overflow) or use "
+                           "policy='rollback'")
 
     @staticmethod
     def _first_bad_parameter(module: nn.Module, params: list[nn.Parameter]) -> str:
@@ -227,12 +289,13 @@ class NonFiniteGuard(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": self.skipped, "rollbacks": self.rollbacks, "stopped": self.stopped,
-                "stop_message": self.stop_message, "events": list(self.events)}
+                "stop_message": self.stop_message, "events": list(self.events), "guarded_steps": self.guarded_steps}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped, self.rollbacks = int(state_dict["skipped"]), int(state_dict["rollbacks"])
         self.stopped, self.stop_message = bool(state_dict["stopped"]), state_dict["stop_message"]
         self.events = list(state_dict["events"])
+        self.guarded_steps = int(state_dict.get("guarded_steps", 0))
 
 
 class LossSpikeGuard(pl.Callback):

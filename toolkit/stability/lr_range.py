@@ -1,4 +1,5 @@
-"""The learning-rate range test through Lightning's ``Tuner.lr_find``, with its divergence threshold."""
+"""The learning-rate range test through Lightning's ``Tuner.lr_find``, its smoothed curve debiased as
+fastai does, with the divergence threshold and the usual suggestions read off it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,33 @@ import torch
 from toolkit._lightning import is_datamodule, is_lightning_module, namespace_of, submodule
 from toolkit.stability._checks import check_positive_float, check_positive_int
 
-__all__ = ["LRRangeResult", "divergence_lr", "lr_range_test", "plot_lr_range"]
+__all__ = ["LRRangeResult", "debias_lightning_losses", "divergence_lr", "lr_range_test", "plot_lr_range"]
+
+LIGHTNING_BETA = 0.98  # the smoothing of Lightning's _LRCallback (lr_find does not expose it)
+
+
+def debias_lightning_losses(losses: Sequence[float], beta: float = LIGHTNING_BETA) -> list[float]:
+    r"""Lightning's smoothed range-test losses with the bias correction fastai uses.
+
+    The smoothed curve is an exponential moving average debiased as in Adam (Kingma & Ba, 2014,
+    arXiv:1412.6980): :math:`a_n = \beta a_{n-1} + (1-\beta)\ell_n`, :math:`s_n = a_n/(1-\beta^n)`, so
+    :math:`s_1 = \ell_1`. Lightning's ``_LRCallback`` divides by :math:`1-\beta^{n+1}` (it reads
+    ``global_step`` after the step has counted): its first point is :math:`\ell_1/(1+\beta)`, about half
+    the first loss, and often the curve's minimum (Lightning issue #14167). This rescales point ``n``
+    (1-based) by :math:`(1-\beta^{n+1})/(1-\beta^n)`, which undoes exactly that.
+
+    Args:
+        losses: Lightning's ``lr_find`` results (``finder.results["loss"]``) from a fresh trainer
+            (``global_step`` 0 at the start), one point per optimizer step.
+        beta: the smoothing, in ``(0, 1)``.
+
+    Example:
+        >>> round(debias_lightning_losses([2.3 / 1.98, 2.0])[0], 6)  # Lightning's first point is l_1 / (1 + beta)
+        2.3
+    """
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < 1:
+        raise ValueError(f"beta must be a number in (0, 1), got {beta!r}")
+    return [float(loss) * (1 - beta ** (n + 1)) / (1 - beta ** n) for n, loss in enumerate(losses, start=1)]
 
 
 def divergence_lr(lrs: Sequence[float], losses: Sequence[float], threshold: float = 4.0) -> float | None:
@@ -63,25 +90,40 @@ def _quiet_finder(namespace: Any = pl) -> Iterator[None]:
 
 @dataclass
 class LRRangeResult:
-    """A range test: ``frame`` (columns ``lr``, ``loss``: Lightning's smoothed training loss), Lightning's
-    ``suggestion`` (steepest descent) and ``divergence_lr`` (where the search stopped, or None)."""
+    """A range test.
+
+    ``frame``: columns ``lr``, ``loss`` (the debiased smoothed training loss, see
+    :func:`debias_lightning_losses`) and ``loss_lightning`` (Lightning's own, biased, curve), up to and
+    including the divergence point. ``suggestion``: the steepest descent of ``loss`` (Lightning's
+    ``suggestion()``, which skips the first 10 points and the last). ``min_loss_lr``: the learning rate
+    of the lowest ``loss`` after the first 10% of the points (fastai's ``lr_find`` window); fastai's
+    "minimum" rule suggests a tenth of it. ``divergence_lr``: where ``loss`` first exceeded
+    ``early_stop_threshold`` times its best so far (None if it never did)."""
 
     frame: pd.DataFrame
     suggestion: float | None
     divergence_lr: float | None
     early_stop_threshold: float
+    min_loss_lr: float | None = None
 
 
 def lr_range_test(model: pl.LightningModule, data: Any, *, min_lr: float = 1e-5,
                   max_lr: float = 10.0, num_training: int = 100, early_stop_threshold: float = 4.0,
                   seed: int = 0, accelerator: str = "auto") -> LRRangeResult:
-    """Run the LR range test (Smith, 2017) on ``model``: ``num_training`` steps with the learning rate
-    growing exponentially from ``min_lr`` to ``max_lr``, stopping once the smoothed loss exceeds
+    """Run the LR range test on ``model``: ``num_training`` steps with the learning rate growing
+    exponentially from ``min_lr`` to ``max_lr``; the curve is cut where the smoothed loss exceeds
     ``early_stop_threshold`` times its best value.
 
+    Smith (2017, *Cyclical Learning Rates for Training Neural Networks*, arXiv:1506.01186) ramps the
+    rate linearly over a few epochs; the exponential ramp over one short run with a smoothed,
+    debiased loss and the 4x stopping rule is fastai's (Howard & Gugger, 2020, *Fastai: A Layered
+    API for Deep Learning*, arXiv:2002.04688), which Lightning's ``lr_find`` follows.
+
     A thin wrapper on ``Tuner(trainer).lr_find`` (which restores the model's weights afterwards and
-    ignores the module's own LR schedule): it builds a quiet Trainer, seeds the run and returns the
-    curve as a DataFrame with the divergence threshold read off it by :func:`divergence_lr`.
+    ignores the module's own LR schedule): it builds a quiet Trainer, seeds the run, corrects
+    Lightning's debiasing (:func:`debias_lightning_losses`) and applies the stopping rule
+    (:func:`divergence_lr`) to the corrected curve; Lightning's own early stop is off, since it
+    judges against the biased first point.
 
     Args:
         model: a LightningModule (``pytorch_lightning`` or ``lightning.pytorch``) whose optimizer reads
@@ -123,16 +165,24 @@ def lr_range_test(model: pl.LightningModule, data: Any, *, min_lr: float = 1e-5,
                                         enable_model_summary=False, limit_val_batches=0, max_steps=num_training)
             finder = submodule(lightning, "tuner").Tuner(trainer).lr_find(
                 model, **loaders, min_lr=min_lr, max_lr=max_lr, num_training=num_training,
-                early_stop_threshold=early_stop_threshold, update_attr=False)
+                early_stop_threshold=None, update_attr=False)
     finally:
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
-    frame = pd.DataFrame({"lr": finder.results["lr"], "loss": finder.results["loss"]})
+    lightning_losses = list(finder.results["loss"])
+    frame = pd.DataFrame({"lr": finder.results["lr"], "loss": debias_lightning_losses(lightning_losses),
+                          "loss_lightning": lightning_losses})
+    diverged = divergence_lr(frame["lr"], frame["loss"], early_stop_threshold)
+    if diverged is not None:  # keep the curve up to the divergence point, as an early stop would
+        frame = frame.iloc[:int(np.flatnonzero(frame["lr"].to_numpy() == diverged)[0]) + 1].reset_index(drop=True)
+    finder.results = {"lr": frame["lr"].tolist(), "loss": frame["loss"].tolist()}
     suggestion = finder.suggestion() if len(frame) > 12 else None
-    return LRRangeResult(frame=frame, suggestion=suggestion,
-                         divergence_lr=divergence_lr(frame["lr"], frame["loss"], early_stop_threshold),
-                         early_stop_threshold=float(early_stop_threshold))
+    window = frame["loss"].iloc[len(frame) // 10:]
+    finite = window[np.isfinite(window)]
+    min_loss_lr = float(frame["lr"][finite.idxmin()]) if len(finite) else None
+    return LRRangeResult(frame=frame, suggestion=suggestion, divergence_lr=diverged,
+                         early_stop_threshold=float(early_stop_threshold), min_loss_lr=min_loss_lr)
 
 
 def plot_lr_range(result: LRRangeResult, label: str | None = None, ax=None):

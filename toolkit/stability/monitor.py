@@ -1,4 +1,5 @@
-"""``GradientNormMonitor``: the global gradient norm every step, per-parameter norms every N steps."""
+"""``GradientNormMonitor``: the global gradient norm every step, per-parameter norms every N steps;
+``UpdateRatioMonitor``: each parameter's update-to-weight ratio every N steps."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch.optim import Optimizer
 
 from toolkit.stability._checks import check_positive_int, global_norm, log_metrics, optimizer_index, optimizer_params
 
-__all__ = ["GradientNormMonitor"]
+__all__ = ["GradientNormMonitor", "UpdateRatioMonitor"]
 
 
 class GradientNormMonitor(pl.Callback):
@@ -115,3 +116,67 @@ class GradientNormMonitor(pl.Callback):
         histories = state_dict.get("histories", {0: state_dict.get("history", [])})
         self.histories = {int(index): [tuple(item) for item in h] for index, h in histories.items()}
         self.layer_history = [(step, dict(norms)) for step, norms in state_dict["layer_history"]]
+
+
+class UpdateRatioMonitor(pl.Callback):
+    r"""Keep each parameter's update-to-weight ratio :math:`\|W_{t+1} - W_t\| / \|W_t\|` every ``every_n_steps``.
+
+    The step the optimizer actually took (learning rate, momentum, Adam's scaling and weight decay
+    included), relative to the weight: the quantity adaptive gradient clipping bounds per unit
+    (Brock et al., 2021, arXiv:2102.06171) and the one Karpathy's rule of thumb (about 1e-3 per step)
+    reads. The weights are copied in ``on_before_optimizer_step`` of a chosen step and compared in
+    ``on_train_batch_end``; :meth:`frame` gives a long table for a heatmap beside
+    :meth:`GradientNormMonitor.layer_frame`. A step a guard skipped reads 0.
+
+    Args:
+        every_n_steps: interval, ``>= 1`` (each costs one copy of the chosen weights).
+        weights_only: tensors with ``ndim > 1`` only (not biases and norm scales).
+
+    Example:
+        >>> monitor = UpdateRatioMonitor(every_n_steps=5)
+        >>> # fit(..., callbacks=[monitor]); monitor.frame() -> step, parameter, depth, update_ratio
+    """
+
+    def __init__(self, every_n_steps: int = 10, weights_only: bool = True) -> None:
+        check_positive_int("every_n_steps", every_n_steps)
+        if not isinstance(weights_only, bool):
+            raise TypeError(f"weights_only must be True or False, got {weights_only!r}")
+        self.every_n_steps, self.weights_only = every_n_steps, weights_only
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self._pending: tuple[int, list[str], list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: Optimizer) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps or self._pending is not None:
+            return
+        owned = {id(p) for p in optimizer_params(optimizer)}
+        chosen = [(name, p) for name, p in pl_module.named_parameters()
+                  if id(p) in owned and (p.ndim > 1 or not self.weights_only)]
+        params = [p for _, p in chosen]
+        with torch.no_grad():
+            self._pending = (step, [name for name, _ in chosen], params, [p.detach().clone() for p in params])
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        step, names, params, before = self._pending
+        self._pending = None
+        with torch.no_grad():
+            moved = torch._foreach_norm(torch._foreach_sub([p.detach() for p in params], before))
+            sizes = torch._foreach_norm(before)
+            ratios = torch.stack(moved) / torch.stack(sizes).clamp_min(torch.finfo(torch.float32).tiny)
+        self.history.append((step, dict(zip(names, ratios.tolist()))))
+
+    def frame(self) -> pd.DataFrame:
+        """Long table: ``step``, ``parameter``, ``depth`` (order in the model), ``update_ratio``."""
+        rows = [{"step": step, "parameter": name, "depth": depth, "update_ratio": value}
+                for step, ratios in self.history for depth, (name, value) in enumerate(ratios.items())]
+        return pd.DataFrame(rows, columns=["step", "parameter", "depth", "update_ratio"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [(int(step), dict(ratios)) for step, ratios in state_dict["history"]]

@@ -52,6 +52,9 @@ class ClassifierModule(pl.LightningModule):
             (linear warmup over ``warmup_fraction`` of the steps first). Stepped every batch.
         warmup_fraction: share of all training steps spent warming up, in ``[0, 1)``.
         label_smoothing: in ``[0, 1)`` (Szegedy et al., 2016).
+        z_loss: weight ``>= 0`` of the z-loss ``z_loss * mean(log(sum_j exp(logit_j))^2)`` added to the
+            objective, which keeps the output logits' normalizer near 1 (Chowdhery et al., 2022, PaLM,
+            arXiv:2204.02311, with 1e-4; Wortsman et al., 2023, arXiv:2309.14322). 0 turns it off.
         ece_bins: bins of the logged ECE, ``>= 1``.
 
     Example:
@@ -61,7 +64,8 @@ class ClassifierModule(pl.LightningModule):
 
     def __init__(self, backbone: nn.Module, num_classes: int, optimizer: str = "adamw", lr: float = 1e-3,
                  weight_decay: float = 0.0, momentum: float = 0.9, schedule: str = "constant",
-                 warmup_fraction: float = 0.1, label_smoothing: float = 0.0, ece_bins: int = 15) -> None:
+                 warmup_fraction: float = 0.1, label_smoothing: float = 0.0, ece_bins: int = 15,
+                 z_loss: float = 0.0) -> None:
         super().__init__()
         if not isinstance(backbone, nn.Module):
             raise TypeError(f"backbone must be an nn.Module, got {type(backbone).__name__}")
@@ -79,7 +83,8 @@ class ClassifierModule(pl.LightningModule):
                                                   ("weight_decay", weight_decay, 0, float("inf"), True),
                                                   ("momentum", momentum, 0, 1, True),
                                                   ("warmup_fraction", warmup_fraction, 0, 1, True),
-                                                  ("label_smoothing", label_smoothing, 0, 1, True)):
+                                                  ("label_smoothing", label_smoothing, 0, 1, True),
+                                                  ("z_loss", z_loss, 0, float("inf"), True)):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high
             if not ok or (name == "lr" and value == 0):
                 bound = "> 0" if name == "lr" else (">= 0" if high == float("inf") else f"in [{low}, {high})")
@@ -98,8 +103,10 @@ class ClassifierModule(pl.LightningModule):
         return self.backbone(x)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """The training objective: cross-entropy with ``label_smoothing``."""
-        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        """The training objective: cross-entropy with ``label_smoothing``, plus the ``z_loss`` term."""
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+        weight = self.hparams.get("z_loss", 0.0)
+        return loss + weight * torch.logsumexp(logits.float(), dim=-1).square().mean() if weight else loss
 
     def _check_batch(self, stage: str, logits: Tensor, targets: Tensor) -> None:
         """Validate every batch: logits shape, target dtype and shape (attribute reads), target range
