@@ -32,6 +32,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PY) -m pip install --quiet --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	@$(PY) -m pip install --quiet -e ".[dev,all]" -c constraints.txt
+	@# test oracles whose metadata asks for torchvision (which does not load beside this torch): files only
+	@$(PY) -m pip install --quiet --no-deps timm torchattacks -c constraints.txt
 	@touch $(STAMP)
 	@echo "environment ready: $(VENV) (torch $$($(PY) -c 'import torch; print(torch.__version__)'))"
 
