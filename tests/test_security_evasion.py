@@ -1,11 +1,12 @@
 """FGSM, PGD and robust accuracy against their definitions and a plain reference loop."""
 
 import pytest
+from _helpers import digits_mlp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.data import DigitsDataModule, TensorBatchLoader
+from toolkit.data import TensorBatchLoader
 from toolkit.security import fgsm, pgd, robust_accuracy
 
 
@@ -15,15 +16,7 @@ RANGE = (-0.6, 2.4)  # a normalized input range: pixel 0 -> -0.6, pixel 1 -> 2.4
 @pytest.fixture(scope="module")
 def digits():
     """A small MLP trained on 8x8 digits with a plain loop, and 200 test samples."""
-    dm = DigitsDataModule(image_size=8, flatten=True)
-    x, y = dm.tensors("train")
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
+    model, dm = digits_mlp()
     xt, yt = dm.tensors("test")
     return model, xt[:200], yt[:200], dm.input_range
 

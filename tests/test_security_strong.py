@@ -6,11 +6,11 @@ saturates (cross-entropy gradients vanish, the margin's do not).
 """
 
 import pytest
+from _helpers import digits_mlp
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.data import DigitsDataModule
 from toolkit.security import apgd, apgd_checkpoints, dlr_loss, fgsm, margin_loss, pgd, robust_accuracy
 
 
@@ -28,15 +28,7 @@ class PixelModel(nn.Module):
 @pytest.fixture(scope="module")
 def digits():
     """An MLP trained on 8x8 digits with a plain loop; 300 test digits as (N, 1, 8, 8) pixels in [0, 1]."""
-    dm = DigitsDataModule(image_size=8, flatten=True)
-    x, y = dm.tensors("train")
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(60):
-        opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
-        opt.step()
+    net, dm = digits_mlp()
     low, high = dm.input_range
     xt, yt = dm.tensors("test")
     return PixelModel(net, low, high).eval(), ((xt[:300] - low) / (high - low)).clamp(0, 1).view(-1, 1, 8, 8), yt[:300]
