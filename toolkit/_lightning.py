@@ -4,7 +4,8 @@
 namespace of a user's object, so a Trainer of the right kind can be built for it.
 
 ``lightning`` is looked up in ``sys.modules`` only: the toolkit never imports it itself (a project
-that uses it has imported it already).
+that uses it has imported it already). :class:`DataModuleBase`, the base of the toolkit's
+DataModules, becomes a ``lightning.pytorch.LightningDataModule`` too once it has.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytorch_lightning
 
-__all__ = ["submodule", "is_callback", "is_datamodule", "is_lightning_module", "is_trainer", "namespace_of", "namespaces"]
+__all__ = ["DataModuleBase", "submodule", "is_callback", "is_datamodule", "is_lightning_module", "is_trainer", "namespace_of", "namespaces"]
 
 
 def namespaces() -> list[ModuleType]:
@@ -62,3 +63,36 @@ def namespace_of(*objs: Any) -> ModuleType:
                                                                    "Trainer")):
                 return ns
     return pytorch_lightning
+
+
+def _add_unified_base(cls: type, kind: str) -> None:
+    """Add ``lightning.pytorch.<kind>`` to the bases of ``cls`` (a subclass of ``pytorch_lightning.<kind>``)
+    if the process has imported ``lightning.pytorch`` and ``cls`` is not one yet."""
+    unified = sys.modules.get("lightning.pytorch")
+    base = getattr(unified, kind, None) if unified is not None and unified is not pytorch_lightning else None
+    if base is not None and not issubclass(cls, base):
+        cls.__bases__ = (*cls.__bases__, base)
+
+
+class DataModuleBase(pytorch_lightning.LightningDataModule):
+    """A ``pytorch_lightning.LightningDataModule`` that a ``lightning.pytorch`` Trainer accepts too.
+
+    A Trainer checks ``isinstance(datamodule, LightningDataModule)`` against its own namespace (and
+    ``is_overridden`` raises "Expected a parent" otherwise), and the two packages hold the class twice.
+    Once the process has imported ``lightning.pytorch`` (a project that uses it has, before it builds
+    a DataModule), building an instance adds ``lightning.pytorch.LightningDataModule`` to this class's
+    bases, so every toolkit DataModule is an instance of both and works under either Trainer, with no
+    import of ``lightning`` by the toolkit and nothing changed for a ``pytorch_lightning`` project.
+    The two classes are one source installed twice: their hooks compare equal (Lightning's
+    ``is_overridden`` compares code objects), so neither Trainer takes a hook of the other package for
+    an override of the user's (tests/test_dropin_datamodules.py checks it).
+
+    Example:
+        >>> import lightning.pytorch as L                       # doctest: +SKIP
+        >>> from toolkit.data import DigitsDataModule
+        >>> L.Trainer(max_epochs=1).fit(my_module, datamodule=DigitsDataModule())  # doctest: +SKIP
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _add_unified_base(DataModuleBase, "LightningDataModule")
+        super().__init__(*args, **kwargs)

@@ -6,10 +6,10 @@ import abc
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from toolkit._lightning import DataModuleBase
 from toolkit.data.label_noise import check_label_noise, flip_labels
 from toolkit.data.loader import TensorBatchLoader
 from toolkit.data.splits import build_manifest, sha256_of, stratified_split, stratified_subsample
@@ -36,8 +36,9 @@ def _shared_shuffle_seed() -> int:
     return seed[0]
 
 
-class ArrayDataModule(pl.LightningDataModule, abc.ABC):
-    """A LightningDataModule over a small dataset held in memory.
+class ArrayDataModule(DataModuleBase, abc.ABC):
+    """A LightningDataModule over a small dataset held in memory, for a ``pytorch_lightning`` or a
+    ``lightning.pytorch`` Trainer (see :class:`toolkit._lightning.DataModuleBase`).
 
     Subclasses say how to load the arrays (``load_arrays``) and how to turn them into model inputs
     (``fit_transform`` on the training split, then ``transform``). This class does the rest: a

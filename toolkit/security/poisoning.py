@@ -24,6 +24,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from toolkit._lightning import DataModuleBase
 from toolkit.security.evasion import _eval_mode
 
 __all__ = ["POISONS", "PoisonedDataModule", "add_trigger", "attack_success_rate", "flip_labels",
@@ -92,7 +93,7 @@ def add_trigger(images01: Tensor, patch_size: int = 2, value: float = 1.0, corne
     return out
 
 
-class PoisonedDataModule(pl.LightningDataModule):
+class PoisonedDataModule(DataModuleBase):
     """A DataModule whose *training* split is poisoned; validation and test stay clean.
 
     Wraps an image DataModule with ``to_images01``/``to_inputs`` (``DigitsDataModule``).

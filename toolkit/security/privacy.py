@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.functional.classification import binary_auroc
 
+from toolkit._lightning import DataModuleBase
 from toolkit._validate import check_class_targets, check_int, check_tensor
 from toolkit._extras import require
 from toolkit.security.evasion import _eval_mode
@@ -151,7 +152,7 @@ class PoissonBatchLoader:
             yield tuple(t[idx] for t in self.tensors)
 
 
-class PoissonSampledDataModule(pl.LightningDataModule):
+class PoissonSampledDataModule(DataModuleBase):
     """Wrap a DataModule so its training loader samples batches Poisson-style (rate ``batch_size / N``).
 
     Validation, test and every other attribute come from ``base``.
