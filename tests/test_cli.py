@@ -27,6 +27,18 @@ def test_cli_arguments_override_the_config_without_running():
     assert cli.model.hparams.lr == 0.01 and cli.datamodule.image_size == 8
 
 
+def test_a_config_path_missing_here_is_read_from_the_package(tmp_path, monkeypatch):
+    """``python -m toolkit fit --config configs/digits_cnn.yaml`` outside a checkout (a wheel user)."""
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    for option in (["--config", "configs/digits_cnn.yaml"], ["--config=digits_cnn.yaml"], ["-c", "digits_cnn.yaml"]):
+        cli = main([*option, "--data.init_args.image_size=8"], run=False)
+        assert isinstance(cli.model.backbone, SmallCNN) and cli.model.hparams.lr == 0.01
+        assert cli.datamodule.image_size == 8 and cli.datamodule.batch_size == 64
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "digits_cnn.yaml").write_text(CONFIG.read_text().replace("batch_size: 64", "batch_size: 32"))
+    assert main(["--config", "configs/digits_cnn.yaml"], run=False).datamodule.batch_size == 32, "a local file wins"
+
+
 def test_cli_rejects_bad_values_with_the_constructor_message(capsys):
     with pytest.raises(ValueError, match="image_size must be one of"):
         main(["--config", str(CONFIG), "--data.init_args.image_size=10"], run=False)

@@ -67,7 +67,7 @@ WHEEL_VENV = os.environ.get("TOOLKIT_WHEEL_VENV")
 @pytest.mark.skipif(not WHEEL_VENV, reason="set TOOLKIT_WHEEL_VENV to a clean venv holding the dependencies "
                                            "(see this module's docstring)")
 def test_the_wheel_works_in_a_clean_venv(tmp_path):
-    """The wheel, not the checkout: package data (split manifests) present, the distribution name,
+    """The wheel, not the checkout: package data (split manifests, the CLI's configs) present, the distribution name,
     the extras left out, and the user project green in both namespaces, run from a folder with no
     checkout on sys.path. The test run has no network, so the venv and its dependencies are made
     beforehand (about 2 minutes, from the package index):
@@ -93,10 +93,14 @@ def test_the_wheel_works_in_a_clean_venv(tmp_path):
     probe = ("import sys, toolkit, importlib.metadata as m; from toolkit.data import DigitsDataModule; "
              "from toolkit.governance import verify_splits; print(toolkit.__file__); "
              "print(verify_splits(DigitsDataModule())); print(m.version('dl-course-toolkit')); "
-             "print(m.distribution('dl-course-toolkit').metadata.get_all('Provides-Extra'))")
-    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, check=True)
-    location, manifest, version, extras = done.stdout.split("\n")[:4]
+             "print(m.distribution('dl-course-toolkit').metadata.get_all('Provides-Extra')); "
+             "from toolkit.cli import main; cli = main(['--config', 'configs/digits_cnn.yaml'], run=False); "
+             "print(type(cli.model.backbone).__name__, cli.datamodule.image_size)")
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    location, manifest, version, extras, configured = done.stdout.split("\n")[:5]
     assert "site-packages" in location and "site-packages" in manifest and version == "0.1.0"
+    assert configured.split() == ["SmallCNN", "16"], "configs/digits_cnn.yaml read from the installed package"
     assert {"security", "governance", "cost", "all"} <= set(ast.literal_eval(extras))
     for namespace in ("pytorch_lightning", "lightning"):
         results = run_project(namespace, "base", tmp_path, python=python, env=env)
