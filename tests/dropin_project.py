@@ -13,7 +13,9 @@ last.ckpt to epoch 2), ddp (2 CPU processes). The modules:
   with a per-step StepLR;
 - C: a classifier with encoder/head whose forward returns an output object with .logits, dict
   batches {"x", "label"}, torchmetrics-style metrics in validation;
-- G: a GAN with manual optimization and two optimizers (generator, discriminator).
+- G: a GAN with manual optimization and two optimizers (generator, discriminator);
+- D: the user's classifier on the toolkit's own DigitsDataModule (a DataModule of the namespace's
+  Trainer, under DDP sharded by rank).
 
 The result file holds one record per (component, module): ``ok`` and a ``detail`` with the numbers.
 """
@@ -48,9 +50,10 @@ else:
 from toolkit.calibration import BrierScore, NegativeLogLikelihood, TemperatureScaling, TemperatureScalingCallback
 from toolkit.cost import CostMeter, pruning_callback, weight_sparsity
 from toolkit.regularization import DropBlockSchedule, DropPath
-from toolkit.security import RobustAccuracyCallback, pgd, robust_accuracy
+from toolkit.data import DigitsDataModule
+from toolkit.security import RobustAccuracyCallback, pgd, robust_accuracy, safe_load, sha256_file
 from toolkit.stability import (AdaptiveGradientClipping, GradientNormMonitor, LossSpikeGuard, NonFiniteGuard,
-                               SkippedStepWarning)
+                               SkippedStepWarning, unitwise_norm)
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
@@ -212,6 +215,20 @@ class Spy(pl.Callback):
         self.norms.setdefault(index, []).append(float(norm))
 
 
+class GradSnapshot(pl.Callback):
+    """Copies of every gradient and weight at ``on_before_optimizer_step``, with the index of the
+    optimizer being stepped; one placed before and one after a callback shows what it changed."""
+
+    def __init__(self):
+        self.steps: list[tuple[int, dict, dict]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        index = next(i for i, o in enumerate(trainer.optimizers) if o is optimizer)
+        named = [(n, p) for n, p in pl_module.named_parameters() if p.grad is not None]
+        self.steps.append((index, {n: p.grad.detach().clone() for n, p in named},
+                           {n: p.detach().clone() for n, p in named}))
+
+
 # ---- running ----------------------------------------------------------------------------------------------
 MANUAL = {"G"}
 KWARGS = {"base": {}, "accum2": {"accumulate_grad_batches": 2}, "bf16": {"precision": "bf16-mixed"},
@@ -297,8 +314,11 @@ def check_nonfinite_rollback(name, make):
     module, (guard,), t = run(name, lambda: make(poison), lambda: [NonFiniteGuard("rollback", snapshot_every_n_steps=3)])
     finite = all(bool(torch.isfinite(p).all()) for p in module.parameters())
     lrs = [o.param_groups[0]["lr"] for o in t.optimizers]
-    record("NonFiniteGuard(rollback)", name, guard.rollbacks == 1 and finite and not guard.stopped,
-           rollbacks=guard.rollbacks, finite=finite, lrs=lrs, optimizer=guard.events[0].get("optimizer"))
+    poisoned = 1 if name == "G" else 0  # the discriminator's optimizer in G
+    optimizer = guard.events[0].get("optimizer") if guard.events else None
+    record("NonFiniteGuard(rollback)", name, guard.rollbacks == 1 and finite and not guard.stopped
+           and optimizer == poisoned, rollbacks=guard.rollbacks, finite=finite, lrs=lrs, optimizer=optimizer,
+           expected_optimizer=poisoned)
 
 
 def check_loss_spike(name, make):
@@ -312,23 +332,45 @@ def check_loss_spike(name, make):
 
 
 def check_agc(name, make):
-    module, (agc,), t = run(name, make, lambda: [AdaptiveGradientClipping(clip_factor=0.01)])
+    """The oracle is eq. (3) of Brock et al. (2021) on the gradients seen just before and just after
+    the callback: every unit of the stepped optimizer's parameters ends within ``clip_factor`` of its
+    weight norm, the units over it are the ones counted, and the other optimizer's gradients (G's
+    stale discriminator gradients at the generator's step) are left as they were."""
+    clip, eps = 0.01, 1e-3
+    module, (before, agc, after), t = run(name, make, lambda: [GradSnapshot(), AdaptiveGradientClipping(clip, eps),
+                                                               GradSnapshot()])
     total = (1 if SCENARIO == "resume" else EPOCHS) * steps_per_epoch(name)
-    record("AdaptiveGradientClipping", name, agc.steps == EPOCHS * steps_per_epoch(name) and agc.clipped_units > 0,
-           steps=agc.steps, expected_steps=EPOCHS * steps_per_epoch(name), clipped_units=agc.clipped_units,
-           this_run=total)
+    ok, over, worst = len(before.steps) == len(after.steps) == total, 0, 0.0
+    for (index, grads, weights), (_, clipped, _) in zip(before.steps, after.steps):
+        stepped = {n for n, p in module.named_parameters()
+                   if any(p is q for q in t.optimizers[index].param_groups[0]["params"])}
+        for n, grad in grads.items():
+            if n not in stepped:
+                ok &= torch.equal(clipped[n], grad)
+                continue
+            bound = clip * unitwise_norm(weights[n]).clamp_min(eps)
+            over += int((unitwise_norm(grad) > bound).sum())
+            worst = max(worst, float((unitwise_norm(clipped[n]) / bound).max()))
+    ok &= worst <= 1 + 1e-4 and over > 0 and agc.steps == EPOCHS * steps_per_epoch(name)
+    if SCENARIO != "resume":  # the resumed callback's count includes the first run's units
+        ok &= agc.clipped_units == over
+    record("AdaptiveGradientClipping", name, ok, steps=agc.steps, expected_steps=EPOCHS * steps_per_epoch(name),
+           clipped_units=agc.clipped_units, oracle_units_over=over, worst_ratio_after=worst)
 
 
 def check_cost_meter(name, make):
-    module, (meter,), t = run(name, make, lambda: [CostMeter()])
-    summary = meter.summary()
+    """``CostMeter()`` (its default reads the batch size of dict batches) and a second instance with
+    ``batch_size_fn`` in the same run (distinct state keys), against the counts the set-up implies."""
+    by_hand = lambda batch: len(batch["features"])  # noqa: E731
+    module, (meter, twin), t = run(name, make, lambda: [CostMeter(), CostMeter(batch_size_fn=by_hand)])
     batches = EPOCHS * math.ceil(N_TRAIN / BATCH / (2 if DDP else 1))
     samples = EPOCHS * N_TRAIN // (2 if DDP else 1)
     optimizer_steps = EPOCHS * steps_per_epoch(name)
-    record("CostMeter()", name, summary["steps"] == batches and summary["samples"] == samples
-           and summary["optimizer_steps"] == optimizer_steps and summary["samples_per_s"] > 0,
-           steps=summary["steps"], optimizer_steps=summary["optimizer_steps"], samples=summary["samples"],
-           expected=(batches, optimizer_steps, samples))
+    for component, summary in (("CostMeter()", meter.summary()), ("CostMeter(batch_size_fn)", twin.summary())):
+        record(component, name, summary["steps"] == batches and summary["samples"] == samples
+               and summary["optimizer_steps"] == optimizer_steps and summary["samples_per_s"] > 0,
+               steps=summary["steps"], optimizer_steps=summary["optimizer_steps"], samples=summary["samples"],
+               expected=(batches, optimizer_steps, samples))
 
 
 def check_pruning(name, make):
@@ -360,7 +402,14 @@ def check_temperature(name):
         module, (tsc,), checkpoint = C(), factory(), best()
         t = trainer([tsc, checkpoint], root, enable_checkpointing=True)
         t.fit(module, train, val)
-    saved = torch.load(checkpoint.best_model_path, weights_only=False, map_location="cpu")["state_dict"]
+    pickled = torch.load(checkpoint.best_model_path, weights_only=False, map_location="cpu")
+    verified = safe_load(checkpoint.best_model_path, expected_sha256=sha256_file(checkpoint.best_model_path))
+    same = verified["state_dict"].keys() == pickled["state_dict"].keys() and all(
+        torch.equal(verified["state_dict"][k], v) for k, v in pickled["state_dict"].items())
+    record("safe_load(Lightning checkpoint)", "C", same and verified["callbacks"].keys() == pickled["callbacks"].keys()
+           and len(verified["callbacks"]) >= 2, tensors=len(pickled["state_dict"]),
+           callback_states=sorted(verified["callbacks"]))
+    saved = pickled["state_dict"]
     fresh = C()
     attach = __import__("toolkit.calibration", fromlist=["attach_temperature_scaling"]).attach_temperature_scaling
     attach(fresh)
@@ -393,10 +442,63 @@ def check_metrics(name):
     x, y = split({"x": CLS_X}, "val")["x"], split({"y": CLS_Y}, "val")["y"]
     with torch.no_grad():
         probs = module(x).logits.float().softmax(-1)
-    brier = float(((probs - F.one_hot(y, 4)) ** 2).sum(1).mean())  # the closed form, float32
-    got = float(t.callback_metrics["val_brier"])
+    brier = float(((probs - F.one_hot(y, 4)) ** 2).sum(1).mean())  # the closed forms, float32
+    nll = float(-probs[torch.arange(len(y)), y].log().mean())
+    got, got_nll = float(t.callback_metrics["val_brier"]), float(t.callback_metrics["val_nll"])
     tol = 2e-2 if SCENARIO == "bf16" else 1e-5
-    record("BrierScore/NLL in validation_step", "C", math.isclose(got, brier, abs_tol=tol), logged=got, oracle=brier)
+    record("BrierScore/NLL in validation_step", "C", math.isclose(got, brier, abs_tol=tol)
+           and math.isclose(got_nll, nll, abs_tol=tol), logged=(got, got_nll), oracle=(brier, nll))
+
+
+class DigitsUser(pl.LightningModule):
+    """The user's own classifier on the toolkit's DigitsDataModule; a torchmetrics mean of the
+    per-sample validation losses, synced over ranks."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        self.val_loss = __import__("torchmetrics").MeanMetric()
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.val_loss.update(F.cross_entropy(self.net(x), y, reduction="none"))
+        self.log("val_loss", self.val_loss)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def check_toolkit_datamodule():
+    """A toolkit DataModule under this namespace's Trainer and set-up: the steps its loader implies
+    (under DDP each rank a disjoint half), and a validation loss equal to a plain loop over the
+    whole validation split (so the ranks' shards cover it exactly once)."""
+    root = tempfile.mkdtemp()
+    make_dm = lambda: DigitsDataModule(batch_size=64, flatten=True)  # noqa: E731
+    if SCENARIO == "resume":
+        trainer([pl.callbacks.ModelCheckpoint(dirpath=root, save_last=True)], root,
+                max_epochs=1).fit(DigitsUser(), datamodule=make_dm())
+        module, dm = DigitsUser(), make_dm()
+        t = trainer([], root)
+        t.fit(module, datamodule=dm, ckpt_path=os.path.join(root, "last.ckpt"))
+    else:
+        module, dm = DigitsUser(), make_dm()
+        t = trainer([], root)
+        t.fit(module, datamodule=dm)
+    x, y = dm.tensors("val")
+    with torch.no_grad():
+        oracle = float(F.cross_entropy(module.net(x), y))
+    n_train = len(dm.tensors("train")[1])
+    per_epoch = math.ceil(math.ceil(n_train / 64 / (2 if DDP else 1)) / KWARGS.get("accumulate_grad_batches", 1))
+    logged = float(t.callback_metrics["val_loss"])
+    tol = 2e-2 if SCENARIO == "bf16" else 1e-5
+    record("toolkit DataModule (DigitsDataModule)", "D", t.global_step == EPOCHS * per_epoch
+           and isinstance(dm, pl.LightningDataModule) and math.isclose(logged, oracle, rel_tol=tol),
+           global_step=t.global_step, expected=EPOCHS * per_epoch, val_loss=logged, oracle=oracle)
 
 
 CHECKS = [
@@ -409,6 +511,7 @@ CHECKS = [
     ("R", lambda: check_pruning("R", R)), ("G", lambda: check_pruning("G", G)),
     ("R", lambda: check_drop_schedule("R", R)),
     ("C", lambda: check_temperature("C")), ("C", lambda: check_robust_accuracy("C")), ("C", lambda: check_metrics("C")),
+    ("D", check_toolkit_datamodule),
 ]
 if SCENARIO in ("accum2", "clip"):  # Lightning forbids them under manual optimization: no G
     CHECKS = [(name, check) for name, check in CHECKS if name != "G"]

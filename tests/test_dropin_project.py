@@ -57,7 +57,7 @@ def test_every_component_behaves_in_a_users_own_project(tmp_path, namespace, sce
     assert len(components) >= 12 and not any(c.startswith("crash") for c in components), components
     assert _failures(results) == []
     modules = {r["module"] for r in results} - {"-"}  # "-": the record that the scenario ran as it says
-    assert modules == ({"R", "C"} if scenario in ("accum2", "clip") else {"R", "C", "G"})
+    assert modules == ({"R", "C", "D"} if scenario in ("accum2", "clip") else {"R", "C", "D", "G"})
 
 
 WHEEL_VENV = os.environ.get("TOOLKIT_WHEEL_VENV")

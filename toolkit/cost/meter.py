@@ -206,7 +206,12 @@ class CostMeter(ThroughputMonitor):
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(assumptions=self.assumptions, window_size=self.kwargs.get("window_size"))
+        # a meter with its own batch_size_fn is a second instance (the default's key is unchanged, so
+        # checkpoints written before still resume)
+        counted_by = {} if self.batch_size_fn is _first_dim else {
+            "batch_size_fn": getattr(self.batch_size_fn, "__qualname__", type(self.batch_size_fn).__name__)}
+        return self._generate_state_key(assumptions=self.assumptions, window_size=self.kwargs.get("window_size"),
+                                        **counted_by)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # ThroughputMonitor.setup checks the precision plugin against its own namespace's classes:
