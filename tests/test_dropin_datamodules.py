@@ -124,3 +124,46 @@ def test_a_pytorch_lightning_project_does_not_get_lightning_imported():
     """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.split("\n")[:2] == ["False []", "True True True"], done.stdout
+
+
+def _lr_module(pl):
+    class Linear(pl.LightningModule):
+        def __init__(self, lr=0.1):
+            super().__init__()
+            self.save_hyperparameters()
+            torch.manual_seed(0)
+            self.net = nn.Linear(64, 10)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self.net(x.flatten(1)), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    return Linear()
+
+
+@pytest.mark.slow
+def test_lr_range_test_takes_a_lightning_pytorch_module_and_a_plain_dataloader_and_leaves_the_callers_rng():
+    """The same module in either namespace, fed a user's DataLoader: the same curve (Lightning's
+    ``lr_find`` of that namespace), and the caller's random stream continues where it was."""
+    from toolkit.stability import lr_range_test
+
+    _namespace("lightning.pytorch")
+    x, y = DigitsDataModule().tensors("train")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True)
+    curves = {}
+    for name in NAMESPACES:
+        module = _lr_module(importlib.import_module(name))
+        torch.manual_seed(123)
+        expected_next = torch.rand(3, generator=torch.Generator().manual_seed(0))  # a fresh seed-0 stream
+        state = torch.get_rng_state()
+        result = lr_range_test(module, loader, min_lr=1e-3, max_lr=10.0, num_training=20, early_stop_threshold=1e6)
+        after = torch.rand(3)
+        torch.set_rng_state(state)
+        assert torch.equal(after, torch.rand(3)) and not torch.equal(after, expected_next)
+        curves[name] = result.frame
+    assert len(curves["pytorch_lightning"]) == 20
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(curves["pytorch_lightning"], curves["lightning.pytorch"])
