@@ -9,7 +9,9 @@ step, the exact sparsity, a closed-form Brier score...), not only "no exception"
 Each scenario is one run of the script (30-60 s on 2 shared cores), so the default suite runs
 the scenarios of the review's table that the unit tests do not cover elsewhere; set
 ``TOOLKIT_DROPIN_FULL=1`` for all of them (about 4-8 minutes) and ``TOOLKIT_WHEEL_VENV`` for the
-wheel test (builds the wheel and runs the project from it in a clean venv; see that test).
+wheel test (builds the wheel and runs the project from it in a clean venv, in both namespaces; see
+that test). CI (.ci/run) sets ``TOOLKIT_WHEEL_VENV``: the base scenarios then run from the wheel
+only, not from the checkout too.
 """
 
 import ast
@@ -28,8 +30,9 @@ TIMEOUT_S = 900
 FULL = os.environ.get("TOOLKIT_DROPIN_FULL") == "1"
 HAS_LIGHTNING = importlib.util.find_spec("lightning") is not None
 
-DEFAULT = [("pytorch_lightning", "base"), ("pytorch_lightning", "resume"), ("pytorch_lightning", "bf16"),
-           ("lightning", "base")]
+WHEEL_VENV = os.environ.get("TOOLKIT_WHEEL_VENV")
+BASE = [("pytorch_lightning", "base"), ("lightning", "base")]  # the wheel test runs these from the wheel
+DEFAULT = [("pytorch_lightning", "resume"), ("pytorch_lightning", "bf16")]
 EXTRA = [("pytorch_lightning", "accum2"), ("pytorch_lightning", "clip"), ("pytorch_lightning", "ddp"),
          ("lightning", "resume"), ("lightning", "ddp")]
 
@@ -46,13 +49,7 @@ def _failures(results):
     return [f"{r['component']} [{r['module']}]: {r['detail']}" for r in results if not r["ok"]]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("namespace, scenario", DEFAULT + [pytest.param(*spec, marks=pytest.mark.skipif(
-    not FULL, reason="set TOOLKIT_DROPIN_FULL=1 (about a minute each)")) for spec in EXTRA])
-def test_every_component_behaves_in_a_users_own_project(tmp_path, namespace, scenario):
-    if namespace == "lightning" and not HAS_LIGHTNING:
-        pytest.skip("the unified lightning package is not installed (pip install lightning)")
-    results = run_project(namespace, scenario, tmp_path)
+def assert_all_green(results, scenario):
     components = {r["component"] for r in results}
     assert len(components) >= 12 and not any(c.startswith("crash") for c in components), components
     assert _failures(results) == []
@@ -60,17 +57,31 @@ def test_every_component_behaves_in_a_users_own_project(tmp_path, namespace, sce
     assert modules == ({"R", "C", "D"} if scenario in ("accum2", "clip") else {"R", "C", "D", "G"})
 
 
-WHEEL_VENV = os.environ.get("TOOLKIT_WHEEL_VENV")
+def _params():
+    in_wheel = pytest.mark.skipif(bool(WHEEL_VENV) and not FULL, reason="run from the installed wheel by "
+                                  "test_the_wheel_works_in_a_clean_venv")
+    full_only = pytest.mark.skipif(not FULL, reason="set TOOLKIT_DROPIN_FULL=1 (about a minute each)")
+    return ([pytest.param(*spec, marks=in_wheel) for spec in BASE] + DEFAULT
+            + [pytest.param(*spec, marks=full_only) for spec in EXTRA])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("namespace, scenario", _params())
+def test_every_component_behaves_in_a_users_own_project(tmp_path, namespace, scenario):
+    if namespace == "lightning" and not HAS_LIGHTNING:
+        pytest.skip("the unified lightning package is not installed (pip install lightning)")
+    assert_all_green(run_project(namespace, scenario, tmp_path), scenario)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not WHEEL_VENV, reason="set TOOLKIT_WHEEL_VENV to a clean venv holding the dependencies "
                                            "(see this module's docstring)")
 def test_the_wheel_works_in_a_clean_venv(tmp_path):
-    """The wheel, not the checkout: package data (split manifests, the CLI's configs) present, the distribution name,
-    the extras left out, and the user project green in both namespaces, run from a folder with no
-    checkout on sys.path. The test run has no network, so the venv and its dependencies are made
-    beforehand (about 2 minutes, from the package index):
+    """The wheel, not the checkout: package data (split manifests, the CLI's configs) present, the
+    distribution name, the extras left out, and the user project green in both namespaces, run from
+    a folder with no checkout on sys.path. The test run has no network, so the venv and its dependencies are made
+    beforehand, from the package index (.ci/run does it, beside ``make setup``; by hand, about
+    2 minutes):
 
         python3 -m venv /tmp/wheelvenv && /tmp/wheelvenv/bin/pip install torch==2.13.0
         pip wheel --no-deps -w /tmp/dist . && /tmp/wheelvenv/bin/pip install /tmp/dist/*.whl lightning -c constraints.txt
@@ -104,6 +115,6 @@ def test_the_wheel_works_in_a_clean_venv(tmp_path):
     assert {"security", "governance", "cost", "all"} <= set(ast.literal_eval(extras))
     for namespace in ("pytorch_lightning", "lightning"):
         results = run_project(namespace, "base", tmp_path, python=python, env=env)
-        assert _failures(results) == []
+        assert_all_green(results, "base")
         (scenario,) = [r for r in results if r["component"] == "the scenario itself"]
         assert "site-packages" in scenario["detail"]["toolkit"], "the project used the installed wheel"
