@@ -182,6 +182,21 @@ bad("build_manifest-lengths", lambda: data.build_manifest("x", np.zeros((3, 2)),
 bad("build_manifest-splits", lambda: data.build_manifest("x", np.zeros((3, 2)), np.zeros(3, int), [], {}),
     TypeError, "splits")
 
+# modular arithmetic (grokking)
+MOD = data.ModularAdditionDataModule
+numbers("Modular", lambda v: (lambda: MOD(modulus=v)), "modulus", (1, 0, 1001, True, 7.0, "7", None))
+numbers("modular_addition_table", lambda v: (lambda: data.modular_addition_table(v)), "modulus", (1, True, 2.5))
+numbers("Modular", lambda v: (lambda: MOD(train_fraction=v)), "train_fraction", (0.0, 1.0, -0.5, NAN, INF, True, "0.5"))
+numbers("Modular", lambda v: (lambda: MOD(val_fraction=v)), "val_fraction", (-0.1, 1.0, NAN, True))
+bad("Modular-no-test", lambda: MOD(modulus=5, train_fraction=0.6, val_fraction=0.4), ValueError, "val_fraction")
+bad("Modular-no-train", lambda: MOD(modulus=3, train_fraction=0.01), ValueError, "train_fraction")
+numbers("Modular", lambda v: (lambda: MOD(encoding=v)), "encoding", ("onehot", "", None, 2))
+numbers("Modular", lambda v: (lambda: MOD(batch_size=v)), "batch_size", (0, -1, True, 2.5, "full"))
+numbers("Modular", lambda v: (lambda: MOD(eval_batch_size=v)), "eval_batch_size", (0, True, 2.5))
+numbers("Modular", lambda v: (lambda: MOD(seed=v)), "seed", (-1, 1.5, "0", True, None))
+bad("Modular-tensors-split", lambda: MOD(modulus=5).tensors("held_out"), ValueError, "split")
+bad("Modular-pairs-split", lambda: MOD(modulus=5).pairs("training"), ValueError, "split")
+
 # =================================================================================================
 # models
 # =================================================================================================

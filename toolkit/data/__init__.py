@@ -6,6 +6,7 @@ from toolkit.data.label_noise import LABEL_NOISE_KINDS, flip_labels
 from toolkit.data.loader import TensorBatchLoader
 from toolkit.data.mnist1d import (MNIST1D_CORRUPTIONS, MNIST1D_SHIFT_LEVELS, MNIST1DDataModule, make_mnist1d,
                                   mnist1d_cache_dir)
+from toolkit.data.modular import MODULAR_ENCODINGS, ModularAdditionDataModule, modular_addition_table
 from toolkit.data.shift import CORRUPTIONS, SEVERITIES, corrupt
 from toolkit.data.splits import build_manifest, check_manifest, stratified_split, stratified_subsample
 from toolkit.data.tabular import BreastCancerDataModule, MoonsDataModule
@@ -20,6 +21,8 @@ __all__ = [
     "MNIST1DDataModule",
     "MNIST1D_CORRUPTIONS",
     "MNIST1D_SHIFT_LEVELS",
+    "MODULAR_ENCODINGS",
+    "ModularAdditionDataModule",
     "MoonsDataModule",
     "SEVERITIES",
     "TensorBatchLoader",
@@ -29,6 +32,7 @@ __all__ = [
     "flip_labels",
     "make_mnist1d",
     "mnist1d_cache_dir",
+    "modular_addition_table",
     "stratified_split",
     "stratified_subsample",
 ]
