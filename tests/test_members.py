@@ -183,9 +183,8 @@ def test_a_plain_network_factory_trains_with_classifier_defaults(digits):
 
 # ---- per-epoch history, restore_best, per-member regularizers ---------------------------------------
 def test_history_has_every_members_epochs_as_fit_logs_them(digits):
-    frame = train_members(_factory(), digits, [{"seed": 5, "weight_decay": 0.1}, {"seed": 6}], max_epochs=3,
-                          **QUIET)
-    history = frame.attrs["history"]
+    frame, history = train_members(_factory(), digits, [{"seed": 5, "weight_decay": 0.1}, {"seed": 6}],
+                                   max_epochs=3, return_history=True, **QUIET)
     steps_per_epoch = math.ceil(len(digits.tensors("train")[0]) / 64)
     assert list(history["member"]) == [0] * 3 + [1] * 3 and list(history["epoch"]) == [1, 2, 3] * 2
     assert list(history["step"]) == [steps_per_epoch * e for e in (1, 2, 3)] * 2
@@ -202,9 +201,9 @@ def test_history_has_every_members_epochs_as_fit_logs_them(digits):
 def test_restore_best_gives_each_member_its_own_best_epoch(digits):
     members = [{"seed": s} for s in range(4)]
     epochs, factory = 5, _factory(lr=3e-2)  # a high rate: validation accuracy goes up and down
-    frame, stacked = train_members(factory, digits, members, max_epochs=epochs, restore_best="val_acc",
-                                   return_members=True, **QUIET)
-    history = frame.attrs["history"]
+    frame, history, stacked = train_members(factory, digits, members, max_epochs=epochs, restore_best="val_acc",
+                                            return_history=True, return_members=True, **QUIET)
+    pd.testing.assert_frame_equal(history, stacked.history)  # given no member keys, the same frame
     by_epoch = history.pivot(index="epoch", columns="member", values="val_acc")
     assert list(frame["best_epoch"]) == list(by_epoch.idxmax())  # the first best epoch of each member
     assert frame["best_epoch"].min() < epochs and frame["best_epoch"].nunique() > 1  # the test can fail

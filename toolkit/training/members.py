@@ -698,7 +698,8 @@ def _build_member(model_factory: Callable[[], Any], seed: int, index: int) -> tu
 def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence[dict[str, Any]], *,
                   max_epochs: int = 10, config: dict[str, Any] | None = None, restore_best: str | None = None,
                   augment: Callable[[Tensor, float, torch.Generator], Tensor] | None = None,
-                  return_members: bool = False, **fit_kwargs: Any) -> pd.DataFrame | tuple[pd.DataFrame, StackedMembers]:
+                  return_history: bool = False, return_members: bool = False,
+                  **fit_kwargs: Any) -> pd.DataFrame | tuple[Any, ...]:
     """Train K independent members of one architecture at once (vectorized with ``torch.func``).
 
     Each member is the run ``fit(model_factory, data, seed=member["seed"])`` would train, with the
@@ -746,6 +747,7 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
             ``torch.Generator`` (on ``x``'s device, seeded from the member's seed, see
             :func:`member_generators`): draw all randomness from ``generator`` and a run repeats.
             It must return a tensor of ``x``'s shape. Applied before mixup.
+        return_history: also return every member's metrics at every epoch (see Returns).
         return_members: also return the trained :class:`StackedMembers` (``predict_logits(loader)``
             gives every member's logits, ``member_module(k)`` one member as a ClassifierModule).
         **fit_kwargs: passed to :func:`fit` (``name``, ``runs_dir``, ``callbacks``, ``test``,
@@ -760,12 +762,13 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
         ``fit_time_s`` (each member's share: the whole fit's time over K), ``epochs`` and ``steps``
         (optimizer steps). With ``restore_best`` the ``train_*``/``val_*`` values are those of each
         member's best epoch, given in ``best_epoch`` and ``best_step`` (optimizer steps by then), and
-        ``test_*`` are measured at its restored weights. ``frame.attrs["history"]`` holds every
-        member's metrics at every epoch: one row per member and epoch with ``member`` (the row's
-        index in ``frame``), ``seed``, the member keys given, ``epoch`` (1, 2, ...), ``step`` and every
-        ``train_*``/``val_*`` metric. Under mixup the ``train_*`` metrics other than ``train_loss``
-        score the mixed batches against their dominant label. With ``return_members``, the pair
-        ``(frame, stacked_members)``.
+        ``test_*`` are measured at its restored weights. With ``return_history``, also the history:
+        one row per member and epoch with ``member`` (the row's index in ``frame``), ``seed``, the
+        member keys given, ``epoch`` (epochs completed: 1, 2, ...), ``step`` (optimizer steps by the
+        end of that epoch) and every ``train_*``/``val_*`` metric. Under mixup the ``train_*``
+        metrics other than ``train_loss`` score the mixed batches against their dominant label.
+        The return value is ``frame``, or the tuple ``(frame, history)``, ``(frame, stacked_members)``
+        or ``(frame, history, stacked_members)`` as asked.
 
     Example:
         >>> from toolkit.data import MNIST1DDataModule
@@ -773,7 +776,8 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
         >>> runs = train_members(lambda: ClassifierModule(MLP(40, 10), 10, lr=3e-3),  # doctest: +SKIP
         ...                      MNIST1DDataModule(), [{"seed": s, "weight_decay": wd}
         ...                                            for s in range(5) for wd in (0.0, 0.1)], max_epochs=30)
-        >>> curves = runs.attrs["history"]  # doctest: +SKIP
+        >>> runs, curves = train_members(lambda: ClassifierModule(MLP(40, 10), 10), MNIST1DDataModule(),  # doctest: +SKIP
+        ...                              [{"seed": s} for s in range(5)], max_epochs=30, return_history=True)
         >>> def shift(x, strength, generator):  # a random circular shift of up to `strength` positions
         ...     return x.roll(int(torch.randint(-int(strength), int(strength) + 1, (), generator=generator)), -1)
         >>> best = train_members(lambda: ClassifierModule(MLP(40, 10), 10), MNIST1DDataModule(),  # doctest: +SKIP
@@ -788,8 +792,9 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
     members = _check_members(members)
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}")
-    if not isinstance(return_members, bool):
-        raise TypeError(f"return_members must be True or False, got {return_members!r}")
+    for name, flag in (("return_history", return_history), ("return_members", return_members)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     if restore_best is not None and restore_best not in MONITORS:
         raise ValueError(f"restore_best must be None or one of {MONITORS}, got {restore_best!r}")
     if augment is not None and (not callable(augment) or isinstance(augment, (str, bytes))):
@@ -878,9 +883,9 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
     history = module.history
     for position, key in enumerate(given, start=2):  # beside member and seed
         history.insert(position, key, [columns[key][i] for i in history["member"]] if len(history) else [])
-    frame.attrs["history"] = history
     module.fit_result = result  # the run folder, history and Trainer of the whole fit
-    return (frame, module) if return_members else frame
+    returned = (frame, *([history] if return_history else []), *([module] if return_members else []))
+    return returned if len(returned) > 1 else frame
 
 
 def _signature(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
