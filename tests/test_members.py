@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import EarlyStopping
 from torch import nn
 from torch.func import functional_call, vmap
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from toolkit.data import DigitsDataModule
 from toolkit.models import MLP
 from toolkit.stats import compare
 from toolkit.training import (ClassifierModule, evaluate, fit, member_generators, predict_logits, run_seeds,
                               train_members)
-from toolkit.training.members import _MemberDropout
+from toolkit.training.members import _MemberAdamW, _MemberDropout, _top_label_ece
 
 pytestmark = pytest.mark.slow
 QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
@@ -286,3 +287,39 @@ def test_augment_must_keep_the_batch_shape(digits):
     with pytest.raises(ValueError, match="augment must return"):
         train_members(_factory(), digits, [{"seed": 0, "augment": 1.0}], max_epochs=1,
                       augment=lambda x, strength, generator: x[:, :10], **QUIET)
+
+
+# ---- the vectorized pieces against their references ------------------------------------------------
+@pytest.mark.parametrize("lrs", [(1e-2,) * 4, (1e-2, 3e-3, 1e-2, 1e-3)], ids=["shared-rate-fused", "member-rates"])
+def test_member_adamw_is_torch_adamw_for_each_member(lrs):
+    torch.manual_seed(0)
+    decays, decayed = (0.0, 0.1, 0.2, 0.3), 30
+    start, grads = torch.randn(4, 50), [torch.randn(4, 50) for _ in range(6)]
+    flat = nn.Parameter(start.clone())
+    optimizer = _MemberAdamW(flat, decayed, torch.tensor(lrs, dtype=torch.float64),
+                             torch.tensor(decays, dtype=torch.float64))
+    assert (optimizer._shared_lr is not None) == (len(set(lrs)) == 1)
+    for grad in grads:
+        flat.grad = grad.clone()
+        optimizer.step()
+    for k, (lr, wd) in enumerate(zip(lrs, decays)):
+        weights, biases = nn.Parameter(start[k, :decayed].clone()), nn.Parameter(start[k, decayed:].clone())
+        alone = torch.optim.AdamW([{"params": [weights], "weight_decay": wd}, {"params": [biases], "weight_decay": 0.0}],
+                                  lr=lr)
+        for grad in grads:
+            weights.grad, biases.grad = grad[k, :decayed].clone(), grad[k, decayed:].clone()
+            alone.step()
+        torch.testing.assert_close(flat.detach()[k], torch.cat([weights, biases]).detach(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_bins", [1, 10, 15])
+def test_top_label_ece_of_all_members_is_torchmetrics_per_member(n_bins):
+    g = torch.Generator().manual_seed(n_bins)
+    probs = (2 * torch.randn(5, 700, 10, generator=g)).softmax(dim=2)
+    probs[0, :3] = torch.nn.functional.one_hot(torch.tensor([1, 2, 3]), 10).float()  # confidence 1.0: the last slot
+    targets = torch.randint(0, 10, (5, 700), generator=g)
+    confidences, predictions = probs.max(dim=2)
+    got = _top_label_ece(confidences, predictions == targets, n_bins)
+    expected = torch.stack([multiclass_calibration_error(probs[k], targets[k], 10, n_bins=n_bins, norm="l1")
+                            for k in range(5)])
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
