@@ -323,3 +323,20 @@ def test_top_label_ece_of_all_members_is_torchmetrics_per_member(n_bins):
     expected = torch.stack([multiclass_calibration_error(probs[k], targets[k], 10, n_bins=n_bins, norm="l1")
                             for k in range(5)])
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_restore_best_restores_buffers_too(digits):
+    """With BatchNorm (running statistics are buffers) a restored member is the run stopped at its best
+    epoch (oracle: the same members trained for that many epochs; members are independent, and the same
+    K keeps the arithmetic identical: BatchNorm's sums under vmap depend on K in the last bits)."""
+    factory = lambda: ClassifierModule(MLP(64, 10, hidden_sizes=(32,), norm="batch"), num_classes=10, lr=3e-2)  # noqa: E731
+    members = [{"seed": 0}, {"seed": 1}, {"seed": 2}]
+    frame, stacked = train_members(factory, digits, members, max_epochs=4, restore_best="val_acc",
+                                   return_members=True, **QUIET)
+    assert frame["best_epoch"].min() < 4 and frame["best_epoch"].nunique() > 1
+    stopped = {best: train_members(factory, digits, members, max_epochs=best, return_members=True, **QUIET)[1]
+               for best in set(frame["best_epoch"].tolist())}
+    for k, best in enumerate(frame["best_epoch"].tolist()):
+        for (name, expected), got in zip(stopped[best].member_backbone(k).state_dict().items(),
+                                         stacked.member_backbone(k).state_dict().values()):
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=f"member {k}, {name}")
