@@ -19,7 +19,12 @@ The members stay independent, as if trained in separate runs:
   groups, so the update is written out here and tested against ``torch.optim`` run alone);
 - metrics: each member's ``train_*``, ``val_*`` and ``test_*`` (the metrics of
   :class:`~toolkit.training.ClassifierModule`), the loss summed over members only for ``backward``
-  (the members share no parameter, so each gradient is that member's own).
+  (the members share no parameter, so each gradient is that member's own), and every epoch's
+  values (``return_history=True``);
+- regularizers: its own label smoothing, z-loss, mixup alpha and augmentation strength, mixup and
+  augmentation drawing from the member's own generators (:func:`member_generators`);
+- early stopping: ``restore_best`` gives each member its own weights of its own best validation
+  epoch, without stopping the others.
 
 It all happens inside one LightningModule (:class:`StackedMembers`) run by :func:`fit`, so the
 Trainer's loop, CSV logging, checkpointing and callbacks apply unchanged.
