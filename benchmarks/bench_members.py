@@ -1,6 +1,6 @@
 """Speed-up of ``train_members`` (K members vectorized with ``torch.func``) over K separate ``fit``s.
 
-    python benchmarks/bench_members.py                   # about 4 CPU minutes
+    python benchmarks/bench_members.py                   # about 2.5 CPU minutes
     python benchmarks/bench_members.py --widths 32 100    # a shorter width sweep
 
 Three ways to train the same 20 members (MNIST-1D MLPs, seeds 0-19, test evaluation included), in
@@ -17,6 +17,12 @@ wall clock says little, but the CPU seconds of the single-process arms still com
 the wall ratio on a quiet machine), and the parallel arm's wall time on two quiet cores is about
 its CPU seconds / 2. The sweep times ``SWEEP_SEQUENTIAL`` separate fits and scales them to K (a fit's
 cost does not depend on its seed).
+
+One run on a shared 2-core AVX-512 machine (CPU-second ratios; re-measure wall on a quiet one):
+vectorized 6.30x sequential, 6.67x the parallel arm's CPU (about 3.3x its wall on two quiet cores);
+width sweep 32 / 100 / 256 / 512 / 1024: 9.80x / 6.26x / 3.26x / 1.81x / 0.72x, so vectorizing
+stops paying between widths 512 and 1024, where a step is arithmetic (batched matrix products of
+K members run no faster than K separate ones) rather than per-operation overhead.
 """
 
 from __future__ import annotations
