@@ -99,7 +99,7 @@ def _drop_block_by_max_pool(x, drop_prob, block_size):
     height, width = x.shape[-2:]
     rate = drop_block_seed_rate(drop_prob, block_size, height, width)
     origins_h, origins_w = height - block_size + 1, width - block_size + 1
-    seeds = torch.empty(*x.shape[:2], origins_h, origins_w, dtype=x.dtype).bernoulli_(rate)
+    seeds = (torch.rand(*x.shape[:2], origins_h, origins_w) < rate).to(x.dtype)
     padded = F.pad(seeds, (block_size - 1, width - origins_w, block_size - 1, height - origins_h))
     keep = 1.0 - F.max_pool2d(padded, kernel_size=block_size, stride=1)
     return x * keep * (keep.numel() / keep.sum().clamp_min(1.0))
@@ -121,6 +121,21 @@ def test_drop_block_equals_the_max_pool_construction_for_the_same_seeds(drop_pro
     drop_block_2d(leaf, drop_prob, block_size).sum().backward()
     torch.manual_seed(0)
     torch.testing.assert_close(leaf.grad, _drop_block_by_max_pool(torch.ones(shape), drop_prob, block_size))
+
+
+@pytest.mark.parametrize("layer, rate", [(lambda x: drop_path(x, 0.5), 0.5), (lambda x: drop_block_2d(x, 0.3, 3), 0.3)],
+                         ids=["drop_path", "drop_block"])
+def test_structured_dropout_draws_its_own_mask_per_member_under_vmap(layer, rate):
+    # train_members runs its members under vmap(randomness="different"): each member needs its own mask,
+    # and each member's mask must be the layer's (its drop rate over the member's own batch)
+    torch.manual_seed(0)
+    members, x = 8, torch.ones(512, 4, 8, 8)
+    y = torch.func.vmap(layer, randomness="different")(x.expand(members, *x.shape))
+    masks = (y == 0).flatten(1)
+    assert len({tuple(m.tolist()) for m in masks}) == members, "every member its own mask"
+    dropped = masks.float().mean(1)
+    assert torch.allclose(dropped, torch.full((members,), rate), atol=0.1)
+    assert torch.allclose(y.mean(dim=(1, 2, 3, 4)), torch.ones(members), atol=0.15), "E[h'] = h per member"
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 3, 4])

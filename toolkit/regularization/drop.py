@@ -31,7 +31,9 @@ def drop_path(x: Tensor, drop_prob: float = 0.0, training: bool = True) -> Tenso
     if not training or drop_prob == 0.0:
         return x
     keep = 1.0 - drop_prob
-    mask = torch.empty((x.shape[0],) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+    # an out-of-place draw (not ``bernoulli_``): under ``torch.func.vmap(..., randomness="different")``, as
+    # ``train_members`` runs its members, each member then gets its own mask
+    mask = (torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), device=x.device) < keep).to(x.dtype)
     return x * mask.div_(keep)
 
 
@@ -127,7 +129,8 @@ def drop_block_2d(x: Tensor, drop_prob: float = 0.1, block_size: int = 3, traini
     rate = drop_block_seed_rate(float(drop_prob), block_size, height, width)
     batch, channels = x.shape[:2]
     origins_h, origins_w = height - block_size + 1, width - block_size + 1
-    seeds = torch.empty(batch, channels, origins_h, origins_w, dtype=x.dtype, device=x.device).bernoulli_(rate)
+    # out of place, so that each member of a ``vmap(..., randomness="different")`` draws its own blocks
+    seeds = (torch.rand(batch, channels, origins_h, origins_w, device=x.device) < rate).to(x.dtype)
     # a seed at (a, b) covers [a, a + b_s) x [b, b + b_s). Grow the blocks separably with shifted in-place
     # adds (count the seeds covering each pixel, first along the width, then along the height): the same
     # set as a stride-1 max-pool over the padded seeds, at a fraction of its cost
@@ -137,7 +140,7 @@ def drop_block_2d(x: Tensor, drop_prob: float = 0.1, block_size: int = 3, traini
     covered = rows.new_zeros(batch, channels, height, width)
     for shift in range(block_size):
         covered[..., shift:shift + origins_h, :].add_(rows)
-    keep = covered.eq_(0)  # 1.0 where no block covers the pixel, in x's dtype
+    keep = (covered == 0).to(x.dtype)  # 1.0 where no block covers the pixel (out of place: vmap batches it)
     kept = keep.sum(dtype=torch.promote_types(x.dtype, torch.float32)).clamp_min(1.0)
     return x * keep.mul_(keep.numel() / kept)
 
