@@ -239,6 +239,9 @@ numbers("SequenceTransformer", lambda v: (lambda: models.SequenceTransformer(nor
 numbers("SequenceTransformer", lambda v: (lambda: models.SequenceTransformer(pool=v)), "pool", ("max", None))
 typed("SequenceTransformer", lambda v: (lambda: models.SequenceTransformer(qk_norm=v)), "qk_norm", ("yes", 1, None))
 numbers("SelfAttention", lambda v: (lambda: models.SelfAttention(16, heads=v)), "heads", (0, 3, True))
+numbers("SelfAttention", lambda v: (lambda: models.SelfAttention(16, 2, dropout=v)), "dropout", (-0.1, 1.0, NAN, True))
+numbers("TransformerBlock", lambda v: (lambda: models.TransformerBlock(16, 2, dropout=v)), "dropout", (1.0, NAN, "0"))
+typed("TinyViT", lambda v: (lambda: models.TinyViT(qk_norm=v)), "qk_norm", ("yes", 1, None))
 numbers("MoE", lambda v: (lambda: models.MoE(4, num_experts=v)), "num_experts", (1, 0, True, 2.5))
 numbers("MoE", lambda v: (lambda: models.MoE(4, num_experts=4, top_k=v)), "top_k", (0, 5, True))
 numbers("MoE", lambda v: (lambda: models.MoE(4, aux_loss_coef=v)), "aux_loss_coef", (-1, NAN, INF, True))
@@ -406,6 +409,19 @@ bad("UpdateRatioMonitor-weights_only", lambda: stability.UpdateRatioMonitor(weig
     "weights_only")
 numbers("NonFiniteGuard", lambda v: (lambda: stability.NonFiniteGuard(max_skipped_fraction=v)),
         "max_skipped_fraction", (0, 1, -0.1, NAN, True))
+numbers("ActivationHistogramMonitor", lambda v: (lambda: stability.ActivationHistogramMonitor(every_n_steps=v)),
+        "every_n_steps", (0, True, 2.5))
+numbers("ActivationHistogramMonitor", lambda v: (lambda: stability.ActivationHistogramMonitor(bins=v)), "bins",
+        (0, True, 2.5))
+numbers("ActivationHistogramMonitor", lambda v: (lambda: stability.ActivationHistogramMonitor(activation_range=v)),
+        "activation_range", ((1.0, 0.0), (0.0, NAN), (0.0, INF), (0.0,), 4.0, (True, 2.0)))
+numbers("ActivationHistogramMonitor",
+        lambda v: (lambda: stability.ActivationHistogramMonitor(gradient_log10_range=v)), "gradient_log10_range",
+        ((-1.0, -1.0), (NAN, 0.0), None))
+typed("ActivationHistogramMonitor", lambda v: (lambda: stability.ActivationHistogramMonitor(module_types=v)),
+      "module_types", ((), ("ReLU",), (int,), None))
+bad("ActivationHistogramMonitor-gradients", lambda: stability.ActivationHistogramMonitor(gradients="yes"),
+    TypeError, "gradients")
 numbers("divergence_lr", lambda v: (lambda: stability.divergence_lr([1e-3, 1e-2, 1e-1], [1.0, 0.9, 5.0], v)),
         "threshold", (0, -1, NAN, INF, True))
 numbers("debias_lightning_losses", lambda v: (lambda: stability.debias_lightning_losses([1.0], v)), "beta",

@@ -30,7 +30,7 @@ def _copy_into_encoder_layer(block: TransformerBlock, norm_first: bool) -> nn.Tr
         layer.self_attn.in_proj_bias.copy_(block.attn.qkv.bias)
         layer.self_attn.out_proj.weight.copy_(block.attn.proj.weight)
         layer.self_attn.out_proj.bias.copy_(block.attn.proj.bias)
-        for ours, theirs in ((block.mlp[0], layer.linear1), (block.mlp[2], layer.linear2),
+        for ours, theirs in ((block.mlp[0], layer.linear1), (block.mlp[-1], layer.linear2),
                              (block.norm1, layer.norm1), (block.norm2, layer.norm2)):
             theirs.weight.copy_(ours.weight)
             theirs.bias.copy_(ours.bias)
@@ -144,3 +144,39 @@ def test_update_ratio_monitor_matches_lr_times_gradient_over_weight_for_plain_sg
             expected = 0.1 * float(param.grad.norm()) / float(param.detach().norm())
             assert monitor.frame().query("step == 0").set_index("parameter").loc[f"backbone.{name}", "update_ratio"] \
                 == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+def test_tiny_vit_qk_norm_is_the_encoder_layer_vit_plus_the_two_norms(norm_position):
+    # TinyViT(qk_norm=True) with its q/k norms removed is TinyViT(qk_norm=False) with the same weights,
+    # whose blocks are PyTorch's nn.TransformerEncoderLayer: the wiring (norm placement, final norm, head) is right
+    from toolkit.models import TinyViT
+
+    torch.manual_seed(0)
+    ours = TinyViT(image_size=8, patch_size=2, dim=16, depth=2, heads=2, norm_position=norm_position, qk_norm=True)
+    reference = TinyViT(image_size=8, patch_size=2, dim=16, depth=2, heads=2, norm_position=norm_position)
+    reference.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("blocks")},
+                              strict=False)
+    reference.blocks = nn.ModuleList(_copy_into_encoder_layer(b, norm_position == "pre") for b in ours.blocks)
+    x = torch.randn(4, 1, 8, 8)
+    ours.eval(), reference.eval()
+    with_norms = ours(x)
+    assert all(b.attn.qk_norm for b in ours.blocks) and not torch.allclose(with_norms, reference(x), atol=1e-3)
+    for block in ours.blocks:
+        block.attn.q_norm, block.attn.k_norm = nn.Identity(), nn.Identity()
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+    monitor = AttentionLogitMonitor()
+    monitor.setup(None, ours, "fit")
+    assert [name for name, _ in monitor._layers] == ["blocks.0.attn", "blocks.1.attn"]
+
+
+def test_block_dropout_sits_where_pytorch_encoder_layer_puts_it():
+    torch.manual_seed(0)
+    block = TransformerBlock(16, heads=4, norm_position="pre", dropout=0.3)
+    reference = _copy_into_encoder_layer(block, norm_first=True)
+    reference.dropout.p = reference.dropout1.p = reference.dropout2.p = reference.self_attn.dropout = 0.3
+    x = torch.randn(3, 11, 16)
+    torch.testing.assert_close(block.eval()(x), reference.eval()(x), rtol=1e-5, atol=1e-5)  # off in eval
+    assert sum(isinstance(m, nn.Dropout) and m.p == 0.3 for m in block.modules()) == 4  # weights, hidden, 2 branches
+    block.train()
+    assert not torch.allclose(block(x), block.eval()(x))

@@ -20,6 +20,11 @@ from toolkit.models.vit import NORM_POSITIONS, POOLS, POS_EMBED_STD
 __all__ = ["SelfAttention", "SequenceTransformer", "TransformerBlock"]
 
 
+def check_dropout(dropout: float) -> None:
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
+
+
 class SelfAttention(nn.Module):
     r"""Multi-head self-attention that keeps its largest attention logit, with optional qk-layernorm.
 
@@ -34,14 +39,16 @@ class SelfAttention(nn.Module):
         dim: token width, divisible by ``heads``.
         heads: attention heads, ``>= 1``.
         qk_norm: layer-normalize queries and keys (per head).
+        dropout: dropout on the attention weights in training, in ``[0, 1)`` (as ``nn.MultiheadAttention``).
 
     Example:
         >>> attn = SelfAttention(16, heads=2, qk_norm=True); attn(torch.randn(3, 10, 16)).shape
         torch.Size([3, 10, 16])
     """
 
-    def __init__(self, dim: int, heads: int, qk_norm: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, qk_norm: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
+        check_dropout(dropout)
         check_positive_int("dim", dim)
         check_positive_int("heads", heads)
         if dim % heads:
@@ -53,6 +60,7 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.q_norm: nn.Module = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm: nn.Module = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.attn_drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.max_logit: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -61,7 +69,7 @@ class SelfAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         logits = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # explicit, so the logits can be read
         self.max_logit = logits.detach().amax()
-        out = logits.softmax(dim=-1) @ v
+        out = self.attn_drop(logits.softmax(dim=-1)) @ v
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, self.dim))
 
     def extra_repr(self) -> str:
@@ -72,33 +80,37 @@ class TransformerBlock(nn.Module):
     """Self-attention and a GELU MLP, each in a residual branch, with the layer norm placed by ``norm_position``.
 
     ``"post"``: ``x = LN(x + attn(x)); x = LN(x + mlp(x))``; ``"pre"``: ``x = x + attn(LN(x));
-    x = x + mlp(LN(x))`` (as ``nn.TransformerEncoderLayer(norm_first=...)`` without dropout).
+    x = x + mlp(LN(x))``: ``nn.TransformerEncoderLayer(norm_first=...)`` with GELU, dropout in the same
+    places (attention weights, each branch's output, the MLP's hidden layer).
 
     Args:
         dim, heads, qk_norm: see :class:`SelfAttention`.
         mlp_ratio: hidden width of the MLP over ``dim``, ``> 0``.
         norm_position: "pre" or "post".
+        dropout: dropout probability in ``[0, 1)``.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 2.0, norm_position: str = "pre",
-                 qk_norm: bool = False) -> None:
+                 qk_norm: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         if norm_position not in NORM_POSITIONS:
             raise ValueError(f"norm_position must be one of {NORM_POSITIONS}, got {norm_position!r}")
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not 0 < mlp_ratio < math.inf:
             raise ValueError(f"mlp_ratio must be a number > 0, got {mlp_ratio!r}")
         self.norm_position = norm_position
-        self.attn = SelfAttention(dim, heads, qk_norm)
+        self.attn = SelfAttention(dim, heads, qk_norm, dropout)
         hidden = max(1, round(dim * mlp_ratio))
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        drop = (lambda: nn.Dropout(dropout)) if dropout > 0 else nn.Identity
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), drop(), nn.Linear(hidden, dim))
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop1, self.drop2 = drop(), drop()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.norm_position == "pre":
-            x = x + self.attn(self.norm1(x))
-            return x + self.mlp(self.norm2(x))
-        x = self.norm1(x + self.attn(x))
-        return self.norm2(x + self.mlp(x))
+            x = x + self.drop1(self.attn(self.norm1(x)))
+            return x + self.drop2(self.mlp(self.norm2(x)))
+        x = self.norm1(x + self.drop1(self.attn(x)))
+        return self.norm2(x + self.drop2(self.mlp(x)))
 
 
 class SequenceTransformer(nn.Module):

@@ -1,7 +1,9 @@
-"""A tiny Vision Transformer over the digits' patches, with pre-LN or post-LN blocks.
+"""A tiny Vision Transformer over the digits' patches, with pre-LN or post-LN blocks and optional qk-layernorm.
 
 Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words", arXiv:2010.11929 (the ViT); Xiong et al.,
-2020, "On Layer Normalization in the Transformer Architecture", arXiv:2002.04745 (pre-LN vs post-LN).
+2020, "On Layer Normalization in the Transformer Architecture", arXiv:2002.04745 (pre-LN vs post-LN);
+Dehghani et al., 2023, "Scaling Vision Transformers to 22 Billion Parameters", arXiv:2302.05442
+(qk-layernorm).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ class TinyViT(nn.Module):
     - ``"pre"``: ``x = x + attn(LN(x)); x = x + mlp(LN(x))``, with a final ``LN`` before the head. The
       residual path is an identity, and the model trains without warmup at larger learning rates.
 
+    With ``qk_norm=True`` the blocks are :class:`toolkit.models.TransformerBlock` s, whose attention
+    layer-normalizes queries and keys before their dot product (Dehghani et al. 2023) and keeps its
+    largest logit for :class:`toolkit.stability.AttentionLogitMonitor`; otherwise PyTorch's
+    ``nn.TransformerEncoderLayer`` (the same computation without the two norms).
+
     Args:
         image_size: side of the square input image, divisible by ``patch_size`` (8 or 16 for the digits).
         patch_size: side of a patch, ``>= 1``.
@@ -44,15 +51,18 @@ class TinyViT(nn.Module):
         norm_position: "pre" or "post".
         dropout: dropout inside the blocks and after the embedding, in ``[0, 1)``.
         pool: "cls" (a learned class token, read out after the blocks) or "mean" (average of the tokens).
+        qk_norm: layer-normalize queries and keys in every block's attention.
 
     Example:
         >>> TinyViT(image_size=8, patch_size=2, dim=32, depth=2, heads=4)(torch.randn(5, 1, 8, 8)).shape
         torch.Size([5, 10])
+        >>> TinyViT(qk_norm=True).blocks[0].attn.qk_norm
+        True
     """
 
     def __init__(self, image_size: int = 8, patch_size: int = 2, in_channels: int = 1, num_classes: int = 10,
                  dim: int = 32, depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0,
-                 norm_position: str = "pre", dropout: float = 0.0, pool: str = "cls") -> None:
+                 norm_position: str = "pre", dropout: float = 0.0, pool: str = "cls", qk_norm: bool = False) -> None:
         super().__init__()
         for name, value in (("image_size", image_size), ("patch_size", patch_size), ("in_channels", in_channels),
                             ("num_classes", num_classes), ("dim", dim), ("depth", depth), ("heads", heads)):
@@ -71,9 +81,11 @@ class TinyViT(nn.Module):
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        if not isinstance(qk_norm, bool):
+            raise TypeError(f"qk_norm must be True or False, got {qk_norm!r}")
         self.image_size, self.patch_size, self.in_channels = image_size, patch_size, in_channels
         self.num_classes, self.dim, self.depth, self.heads = num_classes, dim, depth, heads
-        self.norm_position, self.pool = norm_position, pool
+        self.norm_position, self.pool, self.qk_norm = norm_position, pool, qk_norm
         self.num_patches = (image_size // patch_size) ** 2
         num_tokens = self.num_patches + (pool == "cls")
 
@@ -83,10 +95,16 @@ class TinyViT(nn.Module):
         self.pos_embed = nn.Parameter(nn.init.trunc_normal_(
             torch.empty(1, num_tokens, dim), std=POS_EMBED_STD))
         self.embed_drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(dim, heads, dim_feedforward=max(1, round(dim * mlp_ratio)), dropout=dropout,
-                                       activation="gelu", batch_first=True, norm_first=norm_position == "pre")
-            for _ in range(depth))
+        if qk_norm:
+            from toolkit.models.transformer import TransformerBlock  # it imports this module's constants
+
+            self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio, norm_position, qk_norm=True,
+                                                         dropout=dropout) for _ in range(depth))
+        else:
+            self.blocks = nn.ModuleList(
+                nn.TransformerEncoderLayer(dim, heads, dim_feedforward=max(1, round(dim * mlp_ratio)), dropout=dropout,
+                                           activation="gelu", batch_first=True, norm_first=norm_position == "pre")
+                for _ in range(depth))
         self.norm: nn.Module = nn.LayerNorm(dim) if norm_position == "pre" else nn.Identity()
         self.head = nn.Linear(dim, num_classes)
 
@@ -114,4 +132,4 @@ class TinyViT(nn.Module):
     def extra_repr(self) -> str:
         return (f"image_size={self.image_size}, patch_size={self.patch_size}, num_classes={self.num_classes}, "
                 f"dim={self.dim}, depth={self.depth}, heads={self.heads}, norm_position={self.norm_position!r}, "
-                f"pool={self.pool!r}")
+                f"pool={self.pool!r}, qk_norm={self.qk_norm}")
