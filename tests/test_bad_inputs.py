@@ -327,7 +327,9 @@ bad("train_members-member-type", members_call(members=[0]), TypeError, "members[
 bad("train_members-member-key", members_call(members=[{"seed": 0, "momentum": 0.5}]), ValueError, "members[0]")
 bad("train_members-member-no-seed", members_call(members=[{"lr": 0.1}]), ValueError, "seed")
 for key, values in (("seed", (-1, True, 1.5, "0")), ("lr", (0, -1.0, NAN, INF, True, "0.1")),
-                    ("weight_decay", (-0.1, NAN, INF, None)), ("dropout", (1.0, -0.1, NAN, True))):
+                    ("weight_decay", (-0.1, NAN, INF, None)), ("dropout", (1.0, -0.1, NAN, True)),
+                    ("label_smoothing", (1.0, -0.1, NAN, True)), ("mixup", (-0.2, NAN, INF, "0.2")),
+                    ("augment", (-1.0, NAN, INF, None)), ("z_loss", (-1e-4, NAN, INF, True))):
     numbers("train_members", lambda v, key=key: members_call(members=[{"seed": 0} | {key: v}]), key, values)
 bad("train_members-lazy", members_call(model_factory=lambda: training.ClassifierModule(nn.LazyLinear(2), 2)),
     ValueError, "lazy")
@@ -349,7 +351,12 @@ bad("train_members-seed-kwarg", members_call(seed=1), ValueError, "seed")
 bad("train_members-clip", members_call(gradient_clip_val=1.0), ValueError, "gradient_clip_val")
 bad("train_members-devices", members_call(devices=2), ValueError, "devices")
 bad("train_members-return-members", members_call(return_members=1), TypeError, "return_members")
+bad("train_members-return-history", members_call(return_history="yes"), TypeError, "return_history")
 bad("train_members-config", members_call(config=[1]), TypeError, "config")
+bad("train_members-restore_best-metric", members_call(restore_best="val_f1"), ValueError, "restore_best")
+bad("train_members-restore_best-train", members_call(restore_best="train_acc"), ValueError, "restore_best")
+bad("train_members-augment-type", members_call(augment="flip"), TypeError, "augment")
+bad("train_members-augment-missing", members_call(members=[{"seed": 0, "augment": 1.0}]), ValueError, "augment")
 
 # =================================================================================================
 # stability

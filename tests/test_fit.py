@@ -143,3 +143,37 @@ def test_fit_skips_the_sanity_check_unless_asked_and_keeps_lightnings_callbacks(
         inside = pl.Trainer(logger=False)
     assert registry.entry_points is before  # the cached lookup is undone on leaving
     assert [type(c) for c in inside.callbacks] == [type(c) for c in pl.Trainer(logger=False).callbacks]
+
+
+class _ExtraTestMetric(ClassifierModule):
+    def test_step(self, batch, batch_idx):
+        self.log("test_extra", 1.0, on_epoch=True)
+        return super().test_step(batch, batch_idx)
+
+
+def test_evaluate_and_predict_logits_without_a_trainer_give_the_trainers_numbers():
+    from toolkit.training import evaluate, predict_logits
+    from toolkit.training.fit import _eval_trainer, quiet_lightning
+
+    pl.seed_everything(0, verbose=False)
+    module = ClassifierModule(MLP(2, 2, hidden_sizes=(16,), dropout=0.5), num_classes=2)
+    data = MoonsDataModule(n_samples=300, batch_size=32)
+    data.setup()
+    module.train()
+    module.backbone.features[0].eval()  # a submodule in its own mode: kept as it was
+    loader = data.test_dataloader()
+    with quiet_lightning():  # the oracle: Lightning's own test and predict loops
+        expected = _eval_trainer("cpu", module).test(module, loader, verbose=False)[0]
+        expected_logits = torch.cat(_eval_trainer("cpu", module).predict(module, loader))
+    module.train()
+    module.backbone.features[0].eval()
+    got = evaluate(module, loader, accelerator="cpu")
+    assert set(got) == set(expected) == {"test_loss", "test_acc", "test_nll", "test_ece", "test_brier"}
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(float(value), abs=1e-6), name
+    torch.testing.assert_close(predict_logits(module, loader, accelerator="cpu"), expected_logits)  # no dropout
+    assert module.training and not module.backbone.features[0].training and module.backbone.features[3].training
+    assert evaluate(module, loader, accelerator="cpu") == got  # the metrics start empty each call
+    # a module whose test hooks are its own runs in a Trainer, which logs what its test_step logs
+    custom = _ExtraTestMetric(MLP(2, 2, hidden_sizes=(16,)), num_classes=2)
+    assert evaluate(custom, loader, accelerator="cpu")["test_extra"] == 1.0

@@ -10,12 +10,14 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import EarlyStopping
 from torch import nn
 from torch.func import functional_call, vmap
+from torchmetrics.functional.classification import multiclass_calibration_error
 
 from toolkit.data import DigitsDataModule
 from toolkit.models import MLP
 from toolkit.stats import compare
-from toolkit.training import ClassifierModule, fit, predict_logits, run_seeds, train_members
-from toolkit.training.members import _MemberDropout
+from toolkit.training import (ClassifierModule, evaluate, fit, member_generators, predict_logits, run_seeds,
+                              train_members)
+from toolkit.training.members import _MemberAdamW, _MemberDropout, _top_label_ece
 
 pytestmark = pytest.mark.slow
 QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
@@ -178,3 +180,146 @@ def test_a_plain_network_factory_trains_with_classifier_defaults(digits):
     frame = train_members(lambda: nn.Sequential(nn.Linear(64, 10)), digits, [{"seed": 0, "lr": 1e-2}],
                           max_epochs=2, **QUIET)
     assert frame.loc[0, "test_acc"] > 0.8
+
+
+# ---- per-epoch history, restore_best, per-member regularizers ---------------------------------------
+def test_history_has_every_members_epochs_as_fit_logs_them(digits):
+    frame, history = train_members(_factory(), digits, [{"seed": 5, "weight_decay": 0.1}, {"seed": 6}],
+                                   max_epochs=3, return_history=True, **QUIET)
+    steps_per_epoch = math.ceil(len(digits.tensors("train")[0]) / 64)
+    assert list(history["member"]) == [0] * 3 + [1] * 3 and list(history["epoch"]) == [1, 2, 3] * 2
+    assert list(history["step"]) == [steps_per_epoch * e for e in (1, 2, 3)] * 2
+    assert list(history["weight_decay"]) == [0.1] * 3 + [0.0] * 3
+    alone = fit(_factory(), digits, seed=6, max_epochs=3, **QUIET).history  # the oracle: a separate run's log
+    mine = history[history["member"] == 1].reset_index(drop=True)
+    for name in ("train_loss", "train_acc", "val_loss", "val_acc", "val_nll", "val_ece", "val_brier"):
+        torch.testing.assert_close(torch.tensor(mine[name].values), torch.tensor(alone[name].values),
+                                   atol=1e-4, rtol=0, msg=name)
+    last = history[history["epoch"] == 3].reset_index(drop=True)
+    assert (last["val_nll"] == frame["val_nll"]).all()  # the frame's row is the last epoch
+
+
+def test_restore_best_gives_each_member_its_own_best_epoch(digits):
+    members = [{"seed": s} for s in range(4)]
+    epochs, factory = 5, _factory(lr=3e-2)  # a high rate: validation accuracy goes up and down
+    frame, history, stacked = train_members(factory, digits, members, max_epochs=epochs, restore_best="val_acc",
+                                            return_history=True, return_members=True, **QUIET)
+    pd.testing.assert_frame_equal(history, stacked.history)  # given no member keys, the same frame
+    by_epoch = history.pivot(index="epoch", columns="member", values="val_acc")
+    assert list(frame["best_epoch"]) == list(by_epoch.idxmax())  # the first best epoch of each member
+    assert frame["best_epoch"].min() < epochs and frame["best_epoch"].nunique() > 1  # the test can fail
+    steps_per_epoch = math.ceil(len(digits.tensors("train")[0]) / 64)
+    assert list(frame["best_step"]) == [e * steps_per_epoch for e in frame["best_epoch"]]
+    assert (frame["epochs"] == epochs).all() and list(frame["val_acc"]) == list(by_epoch.max())
+    for k, member in enumerate(members):
+        best = int(frame.loc[k, "best_epoch"])
+        alone = _plain_loop(factory, digits, member, best, {})  # oracle: trained alone for its best epochs
+        torch.testing.assert_close(stacked.member_backbone(k).classifier.weight, alone.classifier.weight,
+                                   atol=5e-5, rtol=1e-4, msg=f"member {k}")
+        measured = evaluate(stacked.member_module(k), digits.test_dataloader(), accelerator="cpu")
+        for name in ("test_acc", "test_nll", "test_ece", "test_brier"):
+            assert frame.loc[k, name] == pytest.approx(measured[name], abs=1e-5), (k, name)
+
+
+def _mixup_loop(factory, data, member, epochs, augment):
+    """One member alone with its regularizers, as train_members documents them: a ClassifierModule
+    with the member's label smoothing and z-loss (its ``loss``), ``augment`` then mixup drawn from
+    ``member_generators(seed)``, torch.optim.AdamW."""
+    pl.seed_everything(member["seed"], verbose=False)
+    built = factory()
+    module = ClassifierModule(built.backbone, 10, label_smoothing=member.get("label_smoothing", 0.0),
+                              z_loss=member.get("z_loss", built.hparams.z_loss))
+    net = module.backbone
+    groups = [{"params": [p for p in net.parameters() if p.dim() > 1], "weight_decay": built.hparams.weight_decay},
+              {"params": [p for p in net.parameters() if p.dim() <= 1], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=built.hparams.lr)
+    mixing, augmenting = member_generators(member["seed"])
+    alpha, strength = member.get("mixup", 0.0), member.get("augment", 0.0)
+    x, y = data.tensors("train")
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(member["seed"] + epoch))
+        for start in range(0, len(x), data.batch_size):
+            idx = order[start:start + data.batch_size]
+            inputs, targets = x[idx], y[idx]
+            if strength > 0:
+                inputs = augment(inputs, strength, augmenting)
+            if alpha > 0:
+                lam = mixing.beta(alpha, alpha)
+                perm = torch.from_numpy(mixing.permutation(len(idx)))
+                logits = net(lam * inputs + (1 - lam) * inputs[perm])
+                loss = lam * module.loss(logits, targets) + (1 - lam) * module.loss(logits, targets[perm])
+            else:
+                loss = module.loss(net(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return net
+
+
+def _jitter(x, strength, generator):
+    return x + strength * torch.randn(x.shape, generator=generator)
+
+
+def test_per_member_regularizers_are_the_runs_they_stand_for(digits):
+    members = [{"seed": 0}, {"seed": 1, "label_smoothing": 0.2, "z_loss": 0.0}, {"seed": 2, "mixup": 0.4},
+               {"seed": 3, "augment": 0.5, "label_smoothing": 0.05}, {"seed": 1, "mixup": 1.0, "augment": 0.2}]
+    factory = _factory(z_loss=0.01)  # the factory's z-loss applies to every member that does not set one
+    frame, stacked = train_members(factory, digits, members, max_epochs=2, augment=_jitter, return_members=True,
+                                   **QUIET)
+    for k, member in enumerate(members):
+        alone = _mixup_loop(factory, digits, member, 2, _jitter)
+        for (name, expected), got in zip(alone.state_dict().items(), stacked.member_backbone(k).state_dict().values()):
+            torch.testing.assert_close(got, expected, atol=5e-5, rtol=1e-4, msg=f"member {k}, {name}")
+    assert list(frame["mixup"]) == [0.0, 0.0, 0.4, 0.0, 1.0] and list(frame["z_loss"]) == [0.01, 0.0, 0.01, 0.01, 0.01]
+    module = stacked.member_module(1)
+    assert module.hparams.label_smoothing == 0.2 and module.hparams.z_loss == 0.0
+
+
+def test_regularized_members_repeat_under_their_seeds(digits):
+    members = [{"seed": 0, "mixup": 0.2, "augment": 0.3}, {"seed": 1, "augment": 0.3}]
+    a, b = (train_members(_factory(), digits, members, max_epochs=1, augment=_jitter, **QUIET) for _ in range(2))
+    pd.testing.assert_frame_equal(a.drop(columns="fit_time_s"), b.drop(columns="fit_time_s"))
+    plain = train_members(_factory(), digits, [{"seed": 0}, {"seed": 1}], max_epochs=1, **QUIET)
+    assert (plain["train_loss"] != a["train_loss"]).all()  # the regularizers changed the runs
+
+
+def test_augment_must_keep_the_batch_shape(digits):
+    with pytest.raises(ValueError, match="augment must return"):
+        train_members(_factory(), digits, [{"seed": 0, "augment": 1.0}], max_epochs=1,
+                      augment=lambda x, strength, generator: x[:, :10], **QUIET)
+
+
+# ---- the vectorized pieces against their references ------------------------------------------------
+@pytest.mark.parametrize("lrs", [(1e-2,) * 4, (1e-2, 3e-3, 1e-2, 1e-3)], ids=["shared-rate-fused", "member-rates"])
+def test_member_adamw_is_torch_adamw_for_each_member(lrs):
+    torch.manual_seed(0)
+    decays, decayed = (0.0, 0.1, 0.2, 0.3), 30
+    start, grads = torch.randn(4, 50), [torch.randn(4, 50) for _ in range(6)]
+    flat = nn.Parameter(start.clone())
+    optimizer = _MemberAdamW(flat, decayed, torch.tensor(lrs, dtype=torch.float64),
+                             torch.tensor(decays, dtype=torch.float64))
+    assert (optimizer._shared_lr is not None) == (len(set(lrs)) == 1)
+    for grad in grads:
+        flat.grad = grad.clone()
+        optimizer.step()
+    for k, (lr, wd) in enumerate(zip(lrs, decays)):
+        weights, biases = nn.Parameter(start[k, :decayed].clone()), nn.Parameter(start[k, decayed:].clone())
+        alone = torch.optim.AdamW([{"params": [weights], "weight_decay": wd}, {"params": [biases], "weight_decay": 0.0}],
+                                  lr=lr)
+        for grad in grads:
+            weights.grad, biases.grad = grad[k, :decayed].clone(), grad[k, decayed:].clone()
+            alone.step()
+        torch.testing.assert_close(flat.detach()[k], torch.cat([weights, biases]).detach(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_bins", [1, 10, 15])
+def test_top_label_ece_of_all_members_is_torchmetrics_per_member(n_bins):
+    g = torch.Generator().manual_seed(n_bins)
+    probs = (2 * torch.randn(5, 700, 10, generator=g)).softmax(dim=2)
+    probs[0, :3] = torch.nn.functional.one_hot(torch.tensor([1, 2, 3]), 10).float()  # confidence 1.0: the last slot
+    targets = torch.randint(0, 10, (5, 700), generator=g)
+    confidences, predictions = probs.max(dim=2)
+    got = _top_label_ece(confidences, predictions == targets, n_bins)
+    expected = torch.stack([multiclass_calibration_error(probs[k], targets[k], 10, n_bins=n_bins, norm="l1")
+                            for k in range(5)])
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

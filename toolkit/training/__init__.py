@@ -2,10 +2,10 @@
 
 from toolkit.training.fit import (FitResult, evaluate, fit, predict_logits, quiet_lightning, read_history,
                                   run_seeds, silence_lightning, summarize)
-from toolkit.training.members import MEMBER_KEYS, StackedMembers, train_members
+from toolkit.training.members import MEMBER_KEYS, MONITORS, StackedMembers, member_generators, train_members
 from toolkit.training.module import OPTIMIZERS, SCHEDULES, ClassifierModule
 from toolkit.training.resume import ExactResume
 
-__all__ = ["ClassifierModule", "ExactResume", "FitResult", "MEMBER_KEYS", "OPTIMIZERS", "SCHEDULES", "StackedMembers",
-           "evaluate", "fit", "predict_logits", "quiet_lightning", "read_history", "run_seeds", "silence_lightning",
-           "summarize", "train_members"]
+__all__ = ["ClassifierModule", "ExactResume", "FitResult", "MEMBER_KEYS", "MONITORS", "OPTIMIZERS", "SCHEDULES",
+           "StackedMembers", "evaluate", "fit", "member_generators", "predict_logits", "quiet_lightning", "read_history",
+           "run_seeds", "silence_lightning", "summarize", "train_members"]

@@ -377,25 +377,86 @@ def _check_loader(loader: Any) -> None:
                         f"LightningDataModule, got {type(loader).__name__}")
 
 
+_EVALUATE_HOOKS = ("test_step", "on_test_epoch_start", "on_test_epoch_end", "log_epoch_metrics", "_shared_step",
+                   "on_test_start", "on_test_end", "on_test_batch_start", "on_test_batch_end", "transfer_batch_to_device",
+                   "on_before_batch_transfer", "on_after_batch_transfer")
+_PREDICT_HOOKS = ("predict_step", "on_predict_start", "on_predict_end", "on_predict_epoch_start", "on_predict_epoch_end",
+                  "on_predict_batch_start", "on_predict_batch_end", "transfer_batch_to_device",
+                  "on_before_batch_transfer", "on_after_batch_transfer")
+
+
+def _runs_without_trainer(module: Any, loader: Any, accelerator: str, hooks: Sequence[str]) -> bool:
+    """Whether a plain loop does exactly what a Trainer's test or predict loop would: a
+    ClassifierModule (or subclass) whose hooks of that loop are ClassifierModule's own (the module's
+    ``forward`` may be anything), on the CPU with its weights there, over a loader (not a DataModule).
+    Building the Trainer is then most of the call's cost (benchmarks/bench_fit_cost.py)."""
+    from toolkit.training.module import ClassifierModule  # module imports calibration, which imports training
+
+    if not isinstance(module, ClassifierModule) or is_datamodule(loader):
+        return False
+    if any(getattr(type(module), hook, None) is not getattr(ClassifierModule, hook, None)
+           for hook in hooks):
+        return False
+    gpu = torch.cuda.is_available() or (getattr(torch.backends, "mps", None) is not None
+                                        and torch.backends.mps.is_available())
+    on_cpu = all(t.device.type == "cpu" for t in (*module.parameters(), *module.buffers()))
+    return on_cpu and (accelerator == "cpu" or (accelerator == "auto" and not gpu))
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside, every submodule's own mode restored after (as Lightning does)."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
 def evaluate(module: pl.LightningModule, loader: Any, accelerator: str = "auto") -> dict[str, float]:
     """Run ``module``'s test loop over ``loader`` (any loader, e.g. a shifted test set); its metrics.
 
     With a :class:`~toolkit.training.ClassifierModule` the keys are ``test_acc``, ``test_nll``,
-    ``test_ece``, ``test_brier`` and ``test_loss``.
+    ``test_ece``, ``test_brier`` and ``test_loss``. A ClassifierModule on the CPU whose test hooks
+    are its own is evaluated by a plain loop that calls the same hooks (no Trainer to build: the
+    same numbers, a fraction of the fixed cost); any other module runs in a Trainer.
     """
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
     _check_loader(loader)
+    if _runs_without_trainer(module, loader, accelerator, _EVALUATE_HOOKS):
+        with _eval_mode(module):
+            module.on_test_epoch_start()
+            for batch_idx, batch in enumerate(loader):
+                module.test_step(batch, batch_idx)
+            module._flush_metrics("test")
+            metrics = module.test_metrics
+            if not metrics["loss"].update_called:
+                return {}
+            results = {f"test_{name}": float(metric.compute()) for name, metric in metrics.items()}
+            for metric in metrics.values():
+                metric.reset()
+        return results
     with quiet_lightning():
         results = _eval_trainer(accelerator, module).test(module, loader, verbose=False)
     return {k: float(v) for k, v in results[0].items()}
 
 
 def predict_logits(module: pl.LightningModule, loader: Any, accelerator: str = "auto") -> torch.Tensor:
-    """Concatenated ``predict_step`` outputs (logits for a ClassifierModule) over ``loader``, on CPU."""
+    """Concatenated ``predict_step`` outputs (logits for a ClassifierModule) over ``loader``, on CPU.
+
+    A ClassifierModule on the CPU whose predict hooks are its own runs in a plain loop (eval mode,
+    no gradients, the same ``predict_step``) rather than a Trainer, as :func:`evaluate` does."""
     if not isinstance(module, pl.LightningModule):
         raise TypeError(f"module must be a LightningModule, got {type(module).__name__}")
     _check_loader(loader)
+    if _runs_without_trainer(module, loader, accelerator, _PREDICT_HOOKS):
+        with _eval_mode(module):
+            outputs = [module.predict_step(batch, batch_idx) for batch_idx, batch in enumerate(loader)]
+        return torch.cat([o.detach().cpu() for o in outputs])
     with quiet_lightning():
         outputs = _eval_trainer(accelerator, module).predict(module, loader)
     return torch.cat([o.detach().cpu() for o in outputs])

@@ -33,22 +33,26 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
-from torchmetrics.functional.classification import multiclass_calibration_error
 
 from toolkit._lightning import is_lightning_module
 from toolkit.training import module as module_file
 from toolkit.training.module import STAGES, ClassifierModule
 
-__all__ = ["MEMBER_KEYS", "StackedMembers", "train_members"]
+__all__ = ["MEMBER_KEYS", "MONITORS", "StackedMembers", "member_generators", "train_members"]
 
-MEMBER_KEYS = ("seed", "lr", "weight_decay", "dropout")  # what a member's dict may set
+MEMBER_KEYS = ("seed", "lr", "weight_decay", "dropout", "label_smoothing", "mixup", "augment",
+               "z_loss")  # what a member's dict may set
 METRICS = ("loss", "acc", "nll", "ece", "brier")
+MONITORS = tuple(f"val_{name}" for name in METRICS)  # what restore_best may monitor
+_MAXIMIZED = ("val_acc",)  # the others are minimized
+_MIXUP_STREAM, _AUGMENT_STREAM = 1, 2  # member k's generators: SeedSequence([seed_k, stream])
 _SEED_BOUND = 2**62  # as toolkit.data.base: shuffle seeds stay below 2**64 after adding the epoch
 _REFUSED_TRAINER_KWARGS = {  # options whose effect would mix the members
     "gradient_clip_val": "clipping by the norm of all members' gradients together would couple them",
@@ -101,7 +105,9 @@ class _MemberAdamW(torch.optim.Optimizer):
     The group's ``lr`` is a factor (1.0, moved by learning-rate schedules) of each member's rate;
     only the first ``decayed_columns`` columns (the weights, not biases and norm scales) are decayed.
     One update of the whole ``(K, P)`` tensor costs a handful of operations however many tensors the
-    network has.
+    network has; when every member has the same rate (seeds, or sweeps of anything but the rate)
+    the Adam part is torch's fused kernel (``torch._fused_adam_``, what ``AdamW(fused=True)`` runs),
+    one pass instead of eight.
     """
 
     def __init__(self, flat: Tensor, decayed_columns: int, member_lr: Tensor, member_wd: Tensor,
@@ -109,6 +115,8 @@ class _MemberAdamW(torch.optim.Optimizer):
         super().__init__([{"params": [flat], "decayed_columns": decayed_columns}],
                          {"lr": 1.0, "betas": betas, "eps": eps})
         self.member_lr, self.member_wd = member_lr, member_wd
+        self._shared_lr = float(member_lr[0]) if bool((member_lr == member_lr[0]).all()) else None
+        self._decays = bool((member_wd != 0).any())
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
@@ -123,15 +131,21 @@ class _MemberAdamW(torch.optim.Optimizer):
                 if param.grad is None:
                     continue
                 state = self.state[param]
+                fused = self._shared_lr is not None and param.device.type in ("cpu", "cuda")
                 if not state:
-                    state["step"] = 0
+                    state["step"] = torch.tensor(0.0, device=param.device) if fused else 0
                     state["exp_avg"] = torch.zeros_like(param)
                     state["exp_avg_sq"] = torch.zeros_like(param)
                 state["step"] += 1
                 lr = self.member_lr * group["lr"]
-                if decayed:
+                if decayed and self._decays:  # AdamW decays first: p *= 1 - lr * wd
                     param[:, :decayed].mul_(_per_member(1 - lr * self.member_wd, param))
                 exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], param.grad
+                if fused:
+                    torch._fused_adam_([param], [grad], [exp_avg], [exp_avg_sq], [], [state["step"]], amsgrad=False,
+                                       lr=self._shared_lr * group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0,
+                                       eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
+                    continue
                 exp_avg.lerp_(grad, 1 - beta1)
                 exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 bias_correction1 = 1 - beta1 ** state["step"]
@@ -229,6 +243,35 @@ class _MembersData(pl.LightningDataModule):
         return self.data.test_dataloader()
 
 
+def _top_label_ece(confidences: Tensor, correct: Tensor, n_bins: int) -> Tensor:
+    """``(K,)``: torchmetrics' top-label L1 calibration error of each row of ``confidences`` ``(K, N)``,
+    all rows in one pass: its binning (``bucketize`` on ``linspace(0, 1, n_bins + 1)``, right-closed,
+    ``n_bins + 1`` slots), its per-bin sums (``scatter_add``, in sample order), one slot range per row."""
+    k, _ = confidences.shape
+    slots = n_bins + 1
+    boundaries = torch.linspace(0, 1, slots, dtype=confidences.dtype, device=confidences.device)
+    offsets = slots * torch.arange(k, device=confidences.device).unsqueeze(1)
+    index = (torch.bucketize(confidences, boundaries, right=True) - 1 + offsets).reshape(-1)
+    sums = torch.zeros(3, k * slots, dtype=confidences.dtype, device=confidences.device)
+    sums[0].scatter_add_(0, index, torch.ones_like(confidences).reshape(-1))
+    sums[1].scatter_add_(0, index, confidences.reshape(-1))
+    sums[2].scatter_add_(0, index, correct.to(confidences.dtype).reshape(-1))
+    count, confidence, accuracy = sums.view(3, k, slots)
+    gap = (torch.nan_to_num(accuracy / count) - torch.nan_to_num(confidence / count)).abs()
+    return (gap * count / count.sum(dim=1, keepdim=True)).sum(dim=1)
+
+
+# ---- each member's random streams (mixup, augmentation) -------------------------------------------
+def member_generators(seed: int, device: torch.device | str = "cpu") -> tuple[np.random.Generator, torch.Generator]:
+    """The generators of the member with ``seed``: mixup draws ``lam`` and the partner permutation
+    from ``numpy.random.default_rng([seed, 1])``; ``augment`` gets a ``torch.Generator`` on ``device``
+    seeded from ``numpy.random.SeedSequence([seed, 2])``. Separate from torch's global stream (the
+    initialization and dropout masks), so a member's augmentation does not shift its other draws."""
+    mixing = np.random.default_rng([seed, _MIXUP_STREAM])
+    state = int(np.random.SeedSequence([seed, _AUGMENT_STREAM]).generate_state(1, np.uint64)[0])
+    return mixing, torch.Generator(device=device).manual_seed(state)
+
+
 # ---- the stacked module ----------------------------------------------------------------------------
 class StackedMembers(pl.LightningModule):
     """K members of one architecture with stacked parameters, trained and evaluated in one ``vmap``.
@@ -237,22 +280,42 @@ class StackedMembers(pl.LightningModule):
     ``{stage}_{metric}``, the mean over members, with ``self.log`` (what ``EarlyStopping`` or
     ``ModelCheckpoint`` can monitor; stopping stops every member), and every member's
     ``{stage}_{metric}/member_{k}`` to the Trainer's loggers (the CSV history has them); the last
-    values are in ``member_metrics[stage][metric][k]``.
+    values are in ``member_metrics[stage][metric][k]``, every epoch's in :attr:`history`.
 
     Args:
         backbones: the K members' networks (same architecture, their own weights).
         num_classes: logits per sample, ``>= 2``.
         lrs, weight_decays: one per member.
         settings: the :class:`ClassifierModule` settings shared by all (optimizer, momentum, schedule,
-            warmup_fraction, label_smoothing, ece_bins).
+            warmup_fraction, label_smoothing, ece_bins, z_loss).
+        regularizers: optional per-member lists ``label_smoothing``, ``z_loss``, ``mixup`` (Beta
+            alpha, 0 off) and ``augment`` (strength given to ``augment``, 0 off); missing ones take
+            the shared setting (label_smoothing, z_loss) or 0.
+        seeds: the members' seeds (their mixup and augmentation generators), default ``0..K-1``.
+        augment: ``augment(x, strength, generator) -> x`` applied to member ``k``'s training batch
+            when its strength is > 0 (see :func:`train_members`).
+        restore_best: a validation metric (one of :data:`MONITORS`) or None: at the end of training
+            each member gets back its weights of its own best epoch by that metric.
     """
 
     def __init__(self, backbones: Sequence[nn.Module], num_classes: int, lrs: Sequence[float],
-                 weight_decays: Sequence[float], settings: dict[str, Any]) -> None:
+                 weight_decays: Sequence[float], settings: dict[str, Any],
+                 regularizers: dict[str, Sequence[float]] | None = None, seeds: Sequence[int] | None = None,
+                 augment: Callable[[Tensor, float, torch.Generator], Tensor] | None = None,
+                 restore_best: str | None = None) -> None:
         super().__init__()
+        k = len(backbones)
+        regularizers = dict(regularizers or {})
+        per_member = {"label_smoothing": [float(settings.get("label_smoothing", 0.0))] * k,
+                      "z_loss": [float(settings.get("z_loss", 0.0))] * k, "mixup": [0.0] * k, "augment": [0.0] * k}
+        per_member |= {name: [float(v) for v in values] for name, values in regularizers.items()}
         self.save_hyperparameters({**settings, "lrs": [float(v) for v in lrs],
-                                   "weight_decays": [float(v) for v in weight_decays]})
-        self.num_classes, self.num_members = num_classes, len(backbones)
+                                   "weight_decays": [float(v) for v in weight_decays],
+                                   **{f"member_{name}": values for name, values in per_member.items()},
+                                   "seeds": list(seeds) if seeds is not None else list(range(k)),
+                                   "restore_best": restore_best})
+        self.augment = augment  # not a hyperparameter: a callable
+        self.num_classes, self.num_members = num_classes, k
         object.__setattr__(self, "_template", copy.deepcopy(backbones[0]))  # for member_backbone (not a submodule)
         skeletons = [_with_member_dropout(b) for b in backbones]
         params, buffers = stack_module_state(skeletons)
@@ -279,9 +342,23 @@ class StackedMembers(pl.LightningModule):
         # per-member rates stay float64 on the CPU (not buffers): the optimizer computes its scalars from them
         self.member_lr = torch.tensor(self.hparams.lrs, dtype=torch.float64)
         self.member_wd = torch.tensor(self.hparams.weight_decays, dtype=torch.float64)
+        # per-member loss settings, (K,) in the parameters' dtype (moved with the module: buffers)
+        for name in ("label_smoothing", "z_loss"):
+            self.register_buffer(f"member_{name}", torch.tensor(per_member[name], dtype=self.flat.dtype),
+                                 persistent=False)
+        smoothings = per_member["label_smoothing"]
+        self._shared_smoothing = smoothings[0] if len(set(smoothings)) == 1 else None
+        self._any_z_loss = any(v > 0 for v in per_member["z_loss"])
+        self._mixed = any(v > 0 for v in per_member["mixup"])
+        self._augmented = any(v > 0 for v in per_member["augment"])
         self._buffers_of_stage: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in STAGES}
         # the last epoch's metrics of every member: member_metrics[stage][metric][k]
         self.member_metrics: dict[str, dict[str, list[float]]] = {}
+        # every epoch's: _epochs[epoch] = {"step": optimizer steps, "train": {metric: [K]}, "val": {...}}
+        self._epochs: dict[int, dict[str, Any]] = {}
+        self.best_epoch: list[int] | None = None  # with restore_best: each member's best epoch and its step
+        self.best_step: list[int] | None = None
+        self._best: dict[str, Any] | None = None
 
     # ---- the vmapped forward ----
     def _state(self) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -304,25 +381,91 @@ class StackedMembers(pl.LightningModule):
         return vmap(self._call, in_dims=(0, 0, 0 if per_member else None), randomness="different")(params, buffers, x)
 
     def _losses(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """``(K,)``: each member's mean cross-entropy (with label smoothing) over its batch."""
-        k, b, c = logits.shape
-        per_sample = F.cross_entropy(logits.reshape(k * b, c), targets.expand(k, b).reshape(k * b),
-                                     label_smoothing=self.hparams.label_smoothing, reduction="none")
-        return per_sample.view(k, b).mean(dim=1)
+        """``(K,)``: each member's mean objective over its batch, :meth:`ClassifierModule.loss` with the
+        member's own weights: cross-entropy with its label smoothing plus its z-loss."""
+        k, b, _ = logits.shape
+        targets = targets.expand(k, b)
+        # classes in the middle, (K, C, B): torch's (log-)softmax over a short last dimension (10
+        # classes) runs several times slower than over dimension 1 with the samples innermost
+        by_class = logits.transpose(1, 2)
+        if self._shared_smoothing is not None:  # one smoothing for all members: torch's own loss
+            per_sample = F.cross_entropy(by_class, targets, label_smoothing=self._shared_smoothing, reduction="none")
+        else:  # torch's formula, (1 - eps) * nll + eps * mean_c(-log p_c), with one eps per member
+            log_probs = by_class.log_softmax(dim=1)
+            nll = -log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+            smoothing = self.member_label_smoothing.view(k, 1)
+            per_sample = (1 - smoothing) * nll + smoothing * -log_probs.mean(dim=1)
+        losses = per_sample.mean(dim=1)
+        if self._any_z_loss:
+            losses = losses + self.member_z_loss * torch.logsumexp(by_class.float(), dim=1).square().mean(dim=1)
+        return losses
 
-    def _step(self, batch: Any, stage: str) -> Tensor:
-        x, targets = batch[0], batch[1]
-        logits = self(x, per_member=stage == "train")
+    def _check_logits(self, logits: Tensor) -> None:
         if logits.shape[-1] != self.num_classes:
             raise ValueError(f"backbone output must have shape (batch, num_classes={self.num_classes}), "
                              f"got {tuple(logits.shape[1:])}")
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        x, targets = batch[0], batch[1]
+        logits = self(x)
+        self._check_logits(logits)
         losses = self._losses(logits, targets)
-        buffer = self._buffers_of_stage[stage]
-        buffer.append((logits.detach(), targets.detach(), losses.detach()))
-        return losses.sum()  # the members share no parameter: each gradient is that member's own
+        self._buffers_of_stage[stage].append((logits.detach(), targets.detach(), losses.detach()))
+        return losses.sum()
+
+    # ---- training: each member's batch, its augmentation and mixup, its loss ----
+    def on_train_start(self) -> None:
+        """Member ``k``'s generators, fresh for every fit: :func:`member_generators` of its seed."""
+        streams = [member_generators(seed, self.device) for seed in self.hparams.seeds]
+        self._mixup_generators = [mixing for mixing, _ in streams]
+        self._augment_generators = [augmenting for _, augmenting in streams]
+
+    def _augment_batch(self, x: Tensor) -> Tensor:
+        rows = list(x.unbind(0))
+        for k, strength in enumerate(self.hparams.member_augment):
+            if strength > 0:
+                out = self.augment(rows[k], strength, self._augment_generators[k])
+                if not isinstance(out, Tensor) or out.shape != rows[k].shape:
+                    raise ValueError(f"augment must return a tensor of the batch's shape {tuple(rows[k].shape)}, "
+                                     f"got {getattr(out, 'shape', type(out).__name__)}")
+                rows[k] = out
+        return torch.stack(rows)
+
+    def _mix(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """mixup (Zhang et al., 2018, arXiv:1710.09412) per member: ``lam_k * x + (1 - lam_k) * x[perm_k]``
+        with ``lam_k ~ Beta(alpha_k, alpha_k)`` and ``perm_k`` drawn from member k's generator (in
+        that order, once per batch); ``alpha_k = 0`` leaves the member's batch as it is (``lam_k = 1``)."""
+        k, b = targets.shape
+        lam = torch.ones(k, dtype=torch.float64)
+        perms = torch.arange(b).repeat(k, 1)
+        for i, alpha in enumerate(self.hparams.member_mixup):
+            if alpha > 0:
+                rng = self._mixup_generators[i]
+                lam[i] = rng.beta(alpha, alpha)
+                perms[i] = torch.from_numpy(rng.permutation(b))
+        perms, lam = perms.to(x.device), lam.to(device=x.device, dtype=x.dtype)
+        partners = x[torch.arange(k, device=x.device).unsqueeze(1), perms]
+        shape = (k, *([1] * (x.dim() - 1)))
+        return lam.view(shape) * x + (1 - lam.view(shape)) * partners, targets.gather(1, perms), lam
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        x, targets = batch[0], batch[1]  # (K, B, ...) and (K, B): one batch per member
+        if self.augment is not None and self._augmented:
+            x = self._augment_batch(x)
+        logits_of = (lambda inputs: self(inputs, per_member=True))
+        if not self._mixed:
+            logits = logits_of(x)
+            self._check_logits(logits)
+            losses, shown = self._losses(logits, targets), targets
+        else:
+            mixed, partners, lam = self._mix(x, targets)
+            logits = logits_of(mixed)
+            self._check_logits(logits)
+            losses = lam * self._losses(logits, targets) + (1 - lam) * self._losses(logits, partners)
+            # the metrics see the dominant label, as RegularizedClassifierModule's do
+            shown = torch.where((lam >= 0.5).unsqueeze(1), targets, partners)
+        self._buffers_of_stage["train"].append((logits.detach(), shown.detach(), losses.detach()))
+        return losses.sum()  # the members share no parameter: each gradient is that member's own
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -342,7 +485,7 @@ class StackedMembers(pl.LightningModule):
         The definitions of :class:`ClassifierModule`'s metrics: the size-weighted mean of the batch
         losses, micro accuracy, mean cross-entropy, torchmetrics' top-label ECE (``ece_bins``
         equal-width bins, L1) and the multiclass Brier score ``mean_i sum_c (p_ic - 1[y_i = c])^2``,
-        computed for all members at once (the ECE one member at a time).
+        computed for all members at once.
         """
         buffer = self._buffers_of_stage[stage]
         with torch.no_grad():
@@ -351,17 +494,17 @@ class StackedMembers(pl.LightningModule):
             losses = torch.stack([ls for _, _, ls in buffer], dim=1)
             sizes = torch.tensor([t.shape[-1] for _, t, _ in buffer], dtype=losses.dtype, device=losses.device)
             buffer.clear()
-            probs = logits.softmax(dim=2)
-            onehot = F.one_hot(targets, self.num_classes).to(probs.dtype)
+            by_class = logits.transpose(1, 2).contiguous()  # (K, C, N): see _losses
+            probs = by_class.softmax(dim=1)
+            confidences, predictions = probs.max(dim=1)
+            p_true = probs.gather(1, targets.unsqueeze(1)).squeeze(1)
             values = {
                 "loss": (losses * sizes).sum(dim=1) / sizes.sum(),
-                "acc": (logits.argmax(dim=2) == targets).to(probs.dtype).mean(dim=1),
-                "nll": F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").mean(dim=1),
-                "ece": torch.stack([multiclass_calibration_error(probs[k], targets[k], self.num_classes,
-                                                                 n_bins=self.hparams.ece_bins, norm="l1",
-                                                                 validate_args=False)
-                                    for k in range(self.num_members)]),
-                "brier": (probs - onehot).square().sum(dim=2).mean(dim=1),
+                "acc": (by_class.argmax(dim=1) == targets).to(probs.dtype).mean(dim=1),
+                "nll": F.cross_entropy(by_class, targets, reduction="none").mean(dim=1),
+                "ece": _top_label_ece(confidences, predictions == targets, self.hparams.ece_bins),
+                # sum_c (p_c - 1[y = c])^2 = sum_c p_c^2 - 2 p_y + 1, without a one-hot matrix
+                "brier": (probs.square().sum(dim=1) - 2 * p_true + 1).mean(dim=1),
             }
         return {name: values[name].cpu() for name in METRICS}
 
@@ -375,11 +518,65 @@ class StackedMembers(pl.LightningModule):
         self.log_dict({f"{stage}_{name}": v.mean() for name, v in values.items()}, on_step=False, on_epoch=True)
         if not self.trainer.sanity_checking:
             self.member_metrics[stage] = {name: v.tolist() for name, v in values.items()}
+            if stage != "test":
+                record = self._epochs.setdefault(self.current_epoch + 1, {})
+                record["step"], record[stage] = self.trainer.global_step, self.member_metrics[stage]
+            if stage == "val" and self.hparams.restore_best is not None:
+                self._track_best(values[self.hparams.restore_best[len("val_"):]])
             for logger in self.loggers:
                 logger.log_metrics({"epoch": self.current_epoch, **{f"{stage}_{name}/member_{k}": float(v[k])
                                                                     for name, v in values.items()
                                                                     for k in range(len(v))}},
                                    step=self.trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+    # ---- each member's best epoch (restore_best) ----
+    @torch.no_grad()
+    def _track_best(self, value: Tensor) -> None:
+        """Keep each member's weights (and buffers) of the epoch with its best ``value`` so far; a tie
+        keeps the earlier epoch and NaN never counts as better (as ``ModelCheckpoint``)."""
+        epoch, step = self.current_epoch + 1, self.trainer.global_step
+        buffers = [getattr(self, f"stacked_buffer_{i}") for i in range(len(self._buffer_names))]
+        if self._best is None:
+            self._best = {"value": value.clone(), "flat": self.flat.detach().clone(),
+                          "buffers": [b.clone() for b in buffers]}
+            self.best_epoch, self.best_step = [epoch] * self.num_members, [step] * self.num_members
+            return
+        best = self._best
+        improved = value > best["value"] if self.hparams.restore_best in _MAXIMIZED else value < best["value"]
+        if not improved.any():
+            return
+        best["value"] = torch.where(improved, value, best["value"])
+        rows = improved.nonzero().squeeze(1).to(self.flat.device)
+        best["flat"][rows] = self.flat.detach()[rows]
+        for kept, buffer in zip(best["buffers"], buffers):
+            kept[rows] = buffer[rows]
+        for k in improved.nonzero().squeeze(1).tolist():
+            self.best_epoch[k], self.best_step[k] = epoch, step
+
+    def on_train_end(self) -> None:
+        """With ``restore_best``: every member's weights back to those of its own best epoch."""
+        if self.hparams.restore_best is None:
+            return
+        if self._best is None:
+            raise RuntimeError(f"restore_best={self.hparams.restore_best!r} found no validation epoch to restore "
+                               "from: validate every epoch (limit_val_batches > 0, check_val_every_n_epoch=1)")
+        with torch.no_grad():
+            self.flat.copy_(self._best["flat"])
+            for i, kept in enumerate(self._best["buffers"]):
+                getattr(self, f"stacked_buffer_{i}").copy_(kept)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Every member's metrics at every epoch: one row per member and epoch (members in order),
+        columns ``member`` (its index), ``seed``, ``epoch`` (epochs completed, 1, 2, ...), ``step``
+        (optimizer steps taken by then) and each ``train_*`` / ``val_*`` metric."""
+        rows = []
+        for k, seed in enumerate(self.hparams.seeds):
+            for epoch, record in sorted(self._epochs.items()):
+                rows.append({"member": k, "seed": seed, "epoch": epoch, "step": record["step"],
+                             **{f"{stage}_{name}": values[k] for stage in ("train", "val")
+                                for name, values in record.get(stage, {}).items()}})
+        return pd.DataFrame(rows)
 
     def _start(self, stage: str) -> None:
         self._buffers_of_stage[stage].clear()
@@ -453,12 +650,13 @@ class StackedMembers(pl.LightningModule):
         return ClassifierModule(self.member_backbone(k), self.num_classes, optimizer=hp.optimizer,
                                 lr=float(self.member_lr[k]), weight_decay=float(self.member_wd[k]),
                                 momentum=hp.momentum, schedule=hp.schedule, warmup_fraction=hp.warmup_fraction,
-                                label_smoothing=hp.label_smoothing, ece_bins=hp.ece_bins)
+                                label_smoothing=hp.member_label_smoothing[k], ece_bins=hp.ece_bins,
+                                z_loss=hp.member_z_loss[k])
 
 
 # ---- the entry point -------------------------------------------------------------------------------
 _SETTINGS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "warmup_fraction", "label_smoothing",
-             "ece_bins")
+             "ece_bins", "z_loss")  # in the order of ClassifierModule's keyword defaults
 
 
 def _check_members(members: Any) -> list[dict[str, Any]]:
@@ -481,13 +679,16 @@ def _check_members(members: Any) -> list[dict[str, Any]]:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"members[{i}]['seed'] must be an integer >= 0, got {seed!r}")
         for key, low, high, low_open in (("lr", 0.0, math.inf, True), ("weight_decay", 0.0, math.inf, False),
-                                         ("dropout", 0.0, 1.0, False)):
+                                         ("dropout", 0.0, 1.0, False), ("label_smoothing", 0.0, 1.0, False),
+                                         ("mixup", 0.0, math.inf, False), ("augment", 0.0, math.inf, False),
+                                         ("z_loss", 0.0, math.inf, False)):
             if key not in member:
                 continue
             value = member[key]
             number = isinstance(value, (int, float)) and not isinstance(value, bool)
             if not number or not (low < value if low_open else low <= value) or not value < high:
-                allowed = {"lr": "> 0 and finite", "weight_decay": ">= 0 and finite", "dropout": "in [0, 1)"}[key]
+                allowed = ("> 0 and finite" if low_open else
+                           (f"in [0, {high:g})" if high < math.inf else ">= 0 and finite"))
                 raise ValueError(f"members[{i}]['{key}'] must be a number {allowed}, got {value!r}")
         checked.append(dict(member))
     return checked
@@ -524,12 +725,15 @@ def _build_member(model_factory: Callable[[], Any], seed: int, index: int) -> tu
 
 
 def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence[dict[str, Any]], *,
-                  max_epochs: int = 10, config: dict[str, Any] | None = None, return_members: bool = False,
-                  **fit_kwargs: Any) -> pd.DataFrame | tuple[pd.DataFrame, StackedMembers]:
+                  max_epochs: int = 10, config: dict[str, Any] | None = None, restore_best: str | None = None,
+                  augment: Callable[[Tensor, float, torch.Generator], Tensor] | None = None,
+                  return_history: bool = False, return_members: bool = False,
+                  **fit_kwargs: Any) -> pd.DataFrame | tuple[Any, ...]:
     """Train K independent members of one architecture at once (vectorized with ``torch.func``).
 
     Each member is the run ``fit(model_factory, data, seed=member["seed"])`` would train, with the
-    member's ``lr``, ``weight_decay`` and ``dropout`` in place of the factory's: the same
+    member's ``lr``, ``weight_decay``, ``dropout``, ``label_smoothing`` and ``z_loss`` in place of the
+    factory's, and its own ``mixup`` and ``augment`` regularizers: the same
     initialization and batch order, its own dropout masks. Without dropout a member ends within
     float rounding of that separate run (a test checks it against a plain PyTorch loop); with
     dropout the masks differ, so members match separate runs in distribution (with BatchNorm the
@@ -550,11 +754,29 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
         data: one of the course's DataModules (anything with ``tensors(split)`` and ``batch_size``,
             such as :class:`~toolkit.data.MNIST1DDataModule`), or a zero-argument factory of one.
         members: one dict per member with ``"seed"`` (an integer >= 0) and optionally ``"lr"``
-            (> 0), ``"weight_decay"`` (>= 0) and ``"dropout"`` (in [0, 1): the rate of every
+            (> 0), ``"weight_decay"`` (>= 0), ``"dropout"`` (in [0, 1): the rate of every
             ``nn.Dropout`` in the network, which must then have at least one, e.g.
-            ``MLP(..., dropout=0.5)``). Seeds may repeat (the same init under other hyperparameters).
+            ``MLP(..., dropout=0.5)``), ``"label_smoothing"`` (in [0, 1); Szegedy et al., 2016,
+            arXiv:1512.00567), ``"z_loss"`` (>= 0, the weight of :class:`ClassifierModule`'s z-loss),
+            ``"mixup"`` (>= 0: the Beta parameter alpha of mixup, Zhang, Cisse, Dauphin & Lopez-Paz,
+            2018, "mixup: Beyond Empirical Risk Minimization", arXiv:1710.09412; 0 is off) and
+            ``"augment"`` (>= 0: the strength handed to ``augment``; 0 is off). Seeds may repeat (the
+            same init under other hyperparameters).
         max_epochs: epochs to train, ``>= 1``.
         config: constant columns added to every row, as in :func:`run_seeds`.
+        restore_best: None, or the validation metric to select each member's epoch by, one of
+            ``"val_acc"`` (higher is better), ``"val_loss"``, ``"val_nll"``, ``"val_ece"``,
+            ``"val_brier"`` (lower is better): at the end of training every member gets back its own
+            weights of its own best epoch (ties keep the earlier epoch, as ``ModelCheckpoint``), and
+            the test metrics, ``predict_logits`` and ``member_module`` use them. Early stopping for
+            each member independently, without stopping the others.
+        augment: a callable ``augment(x, strength, generator) -> x`` for data augmentation, called
+            once per training batch for each member whose ``"augment"`` strength is > 0, in member
+            order, with that member's batch ``x`` (``(B, ...)``), its strength (a float) and its own
+            ``torch.Generator`` (on ``x``'s device, seeded from the member's seed, see
+            :func:`member_generators`): draw all randomness from ``generator`` and a run repeats.
+            It must return a tensor of ``x``'s shape. Applied before mixup.
+        return_history: also return every member's metrics at every epoch (see Returns).
         return_members: also return the trained :class:`StackedMembers` (``predict_logits(loader)``
             gives every member's logits, ``member_module(k)`` one member as a ClassifierModule).
         **fit_kwargs: passed to :func:`fit` (``name``, ``runs_dir``, ``callbacks``, ``test``,
@@ -567,7 +789,15 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
         ``seed``, the member keys given (``lr``, ``weight_decay``, ``dropout``, filled with the
         values used), the ``config`` keys, every ``train_*``/``val_*``/``test_*`` metric,
         ``fit_time_s`` (each member's share: the whole fit's time over K), ``epochs`` and ``steps``
-        (optimizer steps). With ``return_members``, the pair ``(frame, stacked_members)``.
+        (optimizer steps). With ``restore_best`` the ``train_*``/``val_*`` values are those of each
+        member's best epoch, given in ``best_epoch`` and ``best_step`` (optimizer steps by then), and
+        ``test_*`` are measured at its restored weights. With ``return_history``, also the history:
+        one row per member and epoch with ``member`` (the row's index in ``frame``), ``seed``, the
+        member keys given, ``epoch`` (epochs completed: 1, 2, ...), ``step`` (optimizer steps by the
+        end of that epoch) and every ``train_*``/``val_*`` metric. Under mixup the ``train_*``
+        metrics other than ``train_loss`` score the mixed batches against their dominant label.
+        The return value is ``frame``, or the tuple ``(frame, history)``, ``(frame, stacked_members)``
+        or ``(frame, history, stacked_members)`` as asked.
 
     Example:
         >>> from toolkit.data import MNIST1DDataModule
@@ -575,6 +805,13 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
         >>> runs = train_members(lambda: ClassifierModule(MLP(40, 10), 10, lr=3e-3),  # doctest: +SKIP
         ...                      MNIST1DDataModule(), [{"seed": s, "weight_decay": wd}
         ...                                            for s in range(5) for wd in (0.0, 0.1)], max_epochs=30)
+        >>> runs, curves = train_members(lambda: ClassifierModule(MLP(40, 10), 10), MNIST1DDataModule(),  # doctest: +SKIP
+        ...                              [{"seed": s} for s in range(5)], max_epochs=30, return_history=True)
+        >>> def shift(x, strength, generator):  # a random circular shift of up to `strength` positions
+        ...     return x.roll(int(torch.randint(-int(strength), int(strength) + 1, (), generator=generator)), -1)
+        >>> best = train_members(lambda: ClassifierModule(MLP(40, 10), 10), MNIST1DDataModule(),  # doctest: +SKIP
+        ...                      [{"seed": s, "mixup": 0.2, "augment": 4} for s in range(5)], max_epochs=30,
+        ...                      restore_best="val_nll", augment=shift)
     """
     from toolkit.training.fit import _build, fit  # fit imports this module's package
 
@@ -584,8 +821,17 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
     members = _check_members(members)
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}")
-    if not isinstance(return_members, bool):
-        raise TypeError(f"return_members must be True or False, got {return_members!r}")
+    for name, flag in (("return_history", return_history), ("return_members", return_members)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if restore_best is not None and restore_best not in MONITORS:
+        raise ValueError(f"restore_best must be None or one of {MONITORS}, got {restore_best!r}")
+    if augment is not None and (not callable(augment) or isinstance(augment, (str, bytes))):
+        raise TypeError(f"augment must be None or a callable augment(x, strength, generator) -> x, "
+                        f"got {type(augment).__name__}")
+    if augment is None and any(member.get("augment", 0) > 0 for member in members):
+        raise ValueError("members set an 'augment' strength but augment is None; pass "
+                         "augment=lambda x, strength, generator: ... (the augmentation to apply)")
     if config is not None and not isinstance(config, dict):
         raise TypeError(f"config must be a dict of constant columns or None, got {type(config).__name__}")
     if "seed" in fit_kwargs:
@@ -636,25 +882,39 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
     rates = [(_dropouts(b)[0][1].p if _dropouts(b) else 0.0) for b in backbones]
     seeds = [member["seed"] for member in members]
 
+    regularizers = {key: [member.get(key, settings.get(key, 0.0)) for member in members]
+                    for key in ("label_smoothing", "z_loss", "mixup", "augment")}
+
     def stacked() -> StackedMembers:
         pl.seed_everything(seeds[0], workers=True, verbose=False)  # the dropout masks' stream
-        return StackedMembers(backbones, num_classes, lrs, wds, settings)
+        return StackedMembers(backbones, num_classes, lrs, wds, settings, regularizers=regularizers, seeds=seeds,
+                              augment=augment, restore_best=restore_best)
 
     result = fit(stacked, _MembersData(data, seeds), max_epochs=max_epochs, seed=seeds[0],
                  **{"name": "members", **fit_kwargs})
     module, k = result.module, len(members)
-    given = [key for key in ("lr", "weight_decay", "dropout") if any(key in m for m in members)]
-    columns = {"lr": lrs, "weight_decay": wds, "dropout": rates}
+    given = [key for key in MEMBER_KEYS[1:] if any(key in m for m in members)]
+    columns = {"lr": lrs, "weight_decay": wds, "dropout": rates, **regularizers}
     rows = []
     for i in range(k):
         metrics = {f"{stage}_{name}": values[i] for stage, by_name in module.member_metrics.items()
                    for name, values in by_name.items()}
+        best = {}
+        if restore_best is not None:  # train_* and val_* of the restored epoch
+            epoch = module.best_epoch[i]
+            metrics |= {f"{stage}_{name}": values[i] for stage in ("train", "val")
+                        for name, values in module._epochs[epoch].get(stage, {}).items()}
+            best = {"best_epoch": epoch, "best_step": module.best_step[i]}
         rows.append({"seed": seeds[i], **{key: columns[key][i] for key in given}, **(config or {}), **metrics,
                      "fit_time_s": result.fit_time_s / k, "epochs": result.trainer.current_epoch,
-                     "steps": result.trainer.global_step})
+                     "steps": result.trainer.global_step, **best})
     frame = pd.DataFrame(rows)
+    history = module.history
+    for position, key in enumerate(given, start=2):  # beside member and seed
+        history.insert(position, key, [columns[key][i] for i in history["member"]] if len(history) else [])
     module.fit_result = result  # the run folder, history and Trainer of the whole fit
-    return (frame, module) if return_members else frame
+    returned = (frame, *([history] if return_history else []), *([module] if return_members else []))
+    return returned if len(returned) > 1 else frame
 
 
 def _signature(module: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
