@@ -602,6 +602,10 @@ numbers("SplitConformal", lambda v: (lambda: cal.SplitConformal(method=v)), "met
 numbers("SplitConformal", lambda v: (lambda: cal.SplitConformal(k_reg=v)), "k_reg", (-1, True, 2.5))
 numbers("SplitConformal", lambda v: (lambda: cal.SplitConformal(lam=v)), "lam", (-1, NAN, INF))
 bad("SplitConformal-randomized", lambda: cal.SplitConformal(randomized="no"), TypeError, "randomized")
+bad("SplitConformal-class_conditional", lambda: cal.SplitConformal(class_conditional=1), TypeError,
+    "class_conditional")
+numbers("calibration_ci", lambda v: (lambda: cal.calibration_ci(PROBS, TARGETS, metric=v)), "metric", ("auroc", None))
+numbers("calibration_ci", lambda v: (lambda: cal.calibration_ci(PROBS, TARGETS, n_bins=v)), "n_bins", (0, True, 2.5))
 bad("SplitConformal-predict-before-fit", lambda: cal.SplitConformal().predict(PROBS), RuntimeError, "fit")
 bad("SplitConformal-class-mismatch", lambda: cal.SplitConformal().fit(PROBS, TARGETS).predict(
     torch.softmax(torch.randn(4, 5), 1)), ValueError, "probs")

@@ -203,6 +203,43 @@ def test_aps_sets_are_nested_prefixes_and_raps_penalty_shrinks_them():
     assert set_sizes(raps.predict(probs[1000:])).float().mean() <= set_sizes(sets).float().mean()
 
 
+def _one_hard_class(n, c=5, seed=0):
+    """Probabilities whose true label is likely except for class 0, where the model is often wrong."""
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.randint(0, c, (n,), generator=g)
+    logits = torch.randn(n, c, generator=g, dtype=torch.float64)
+    sharp = torch.where(targets == 0, 0.3, 3.0)  # class 0: the true logit barely stands out
+    logits[torch.arange(n), targets] += sharp
+    return logits.softmax(1), targets
+
+
+def test_class_conditional_thresholds_are_each_class_corrected_quantile():
+    probs, targets = _one_hard_class(500, seed=1)
+    mondrian = SplitConformal(alpha=0.1, method="lac", class_conditional=True).fit(probs, targets)
+    for c in range(5):  # plain NumPy: the ceil((n_c + 1)(1 - alpha))-th smallest LAC score of class c
+        scores = np.sort(1 - probs[targets == c, c].numpy())
+        assert mondrian.qhat_per_class[c].item() == pytest.approx(scores[math.ceil((len(scores) + 1) * 0.9) - 1])
+    sets = mondrian.predict(probs)
+    torch.testing.assert_close(sets, (1 - probs) <= mondrian.qhat_per_class)
+    assert mondrian.qhat == mondrian.qhat_per_class.max().item()
+    rare = SplitConformal(alpha=0.1, class_conditional=True).fit(probs[:40], targets[:40].clamp(max=1) * 0)
+    assert math.isinf(rare.qhat_per_class[1].item()), "a class with no calibration sample enters every set"
+
+
+def test_class_conditional_coverage_holds_per_class_where_marginal_coverage_does_not():
+    probs, targets = _one_hard_class(20000, seed=2)
+    cal, test = slice(0, 10000), slice(10000, None)
+    per_class = {}
+    for mondrian in (False, True):
+        sets = SplitConformal(alpha=0.1, class_conditional=mondrian).fit(probs[cal], targets[cal]).predict(probs[test])
+        hits = sets.gather(1, targets[test, None]).squeeze(1).double()
+        per_class[mondrian] = [hits[targets[test] == c].mean().item() for c in range(5)]
+    n_c = int((targets[test] == 0).sum())
+    slack = 3 * math.sqrt(0.1 * 0.9 / n_c) + 3 * math.sqrt(0.1 * 0.9 / (10000 / 5))
+    assert per_class[False][0] < 0.9 - slack, "marginal LAC under-covers the hard class"
+    assert min(per_class[True]) > 0.9 - slack, "Mondrian covers every class"
+
+
 def test_coverage_lower_bound_matches_its_normal_approximation():
     alpha, n_cal, n_test = 0.1, 5000, 5000
     l = math.floor((n_cal + 1) * alpha)
@@ -239,6 +276,9 @@ def test_calibration_figures_draw():
     probs, targets = _exchangeable(200, seed=3)
     top, bottom = plot_reliability_diagram(probs, targets, n_bins=10, title="toy")
     assert "ECE" in top.get_title() and len(bottom.patches) > 0
+    counts = [int(t.get_text()) for t in bottom.texts]
+    assert sum(counts) == 200 and len(counts) == int((torch.bincount((probs.max(1).values * 10).long().clamp(max=9),
+                                                                      minlength=10) > 0).sum())
     frame = pd.DataFrame({"severity": [0, 1, 0, 1], "ece": [0.1, 0.2, 0.05, 0.1], "method": ["a", "a", "b", "b"]})
     assert len(plot_ece_vs_severity(frame).lines) >= 2
     with pytest.raises(ValueError, match="lacks columns"):

@@ -38,6 +38,14 @@ class SplitConformal:
         randomized: APS/RAPS break the discreteness with a uniform draw (exact coverage; sets may be empty).
         k_reg, lam: RAPS regularization, ``k_reg >= 1`` and ``lam >= 0``.
         seed: seeds the APS/RAPS uniform draws (each call to ``fit``/``predict`` restarts from it).
+        class_conditional: Mondrian conformal prediction (Vovk et al., 2005, chapter 4; Vovk, 2012,
+            "Conditional validity of inductive conformal predictors", arXiv:1209.2673): one threshold
+            per class, the ``ceil((n_c + 1)(1 - alpha))``-th smallest of the ``n_c`` calibration scores
+            of class ``c``, and label ``c`` enters a set when its score is at most class ``c``'s
+            threshold. Coverage is then ``>= 1 - alpha`` *for every class* (not only on average over
+            classes), at the price of larger sets for hard classes; a class with fewer than
+            ``1/alpha - 1`` calibration samples gets an infinite threshold (it enters every set).
+            The per-class thresholds are in ``qhat_per_class`` (``qhat`` is then their maximum).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -49,18 +57,22 @@ class SplitConformal:
     """
 
     def __init__(self, alpha: float = 0.1, method: str = "lac", randomized: bool = True, k_reg: int = 1,
-                 lam: float = 0.01, seed: int = 0) -> None:
+                 lam: float = 0.01, seed: int = 0, class_conditional: bool = False) -> None:
         check_number("alpha", alpha, 0, 1, low_open=True, high_open=True)
         check_choice("method", method, CONFORMAL_METHODS)
         check_positive_int("k_reg", k_reg)
         check_number("lam", lam, 0, float("inf"), high_open=True)
         if not isinstance(randomized, bool):
             raise TypeError(f"randomized must be True or False, got {randomized!r}")
+        if not isinstance(class_conditional, bool):
+            raise TypeError(f"class_conditional must be True or False, got {class_conditional!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.alpha, self.method, self.randomized = alpha, method, randomized
         self.k_reg, self.lam, self.seed = k_reg, lam, seed
+        self.class_conditional = class_conditional
         self.qhat: float | None = None
+        self.qhat_per_class: Tensor | None = None
         self.n_calibration = 0
         self.num_classes: int | None = None
 
@@ -93,13 +105,24 @@ class SplitConformal:
         n = len(targets)
         if n == 0:
             raise ValueError("probs and targets are empty: conformal calibration needs held-out samples")
-        scores = self.scores(probs, targets)
-        rank = math.ceil((n + 1) * (1 - self.alpha))
-        # with n < 1/alpha - 1 no finite threshold gives the guarantee: every label enters every set
-        self.qhat = math.inf if rank > n else float(torch.kthvalue(scores.double().cpu(), rank).values)
-        self.n_calibration = n
+        scores = self.scores(probs, targets).double().cpu()
         self.num_classes = probs.shape[1]
+        if self.class_conditional:
+            labels = targets.cpu()
+            self.qhat_per_class = torch.tensor([self._quantile(scores[labels == c])
+                                                for c in range(self.num_classes)], dtype=torch.float64)
+            self.qhat = float(self.qhat_per_class.max())
+        else:
+            self.qhat = self._quantile(scores)
+        self.n_calibration = n
         return self
+
+    def _quantile(self, scores: Tensor) -> float:
+        """The ``ceil((n + 1)(1 - alpha))``-th smallest of ``n`` scores; infinite when that rank exceeds
+        ``n`` (with ``n < 1/alpha - 1`` no finite threshold gives the guarantee: every label enters)."""
+        n = len(scores)
+        rank = math.ceil((n + 1) * (1 - self.alpha))
+        return math.inf if rank > n else float(torch.kthvalue(scores, rank).values)
 
     def predict(self, probs: Tensor) -> Tensor:
         """Boolean ``(N, C)`` mask of the prediction sets."""
@@ -110,11 +133,13 @@ class SplitConformal:
         if probs.shape[1] != self.num_classes:
             raise ValueError(f"probs must have the {self.num_classes} classes (columns) SplitConformal was fitted "
                              f"on, got {probs.shape[1]}")
+        if self.class_conditional:
+            return self._all_scores(probs, 1) <= self.qhat_per_class.to(probs.device, probs.dtype)
         return self._all_scores(probs, 1) <= self.qhat
 
     def __repr__(self) -> str:
         return (f"SplitConformal(alpha={self.alpha}, method={self.method!r}, randomized={self.randomized}, "
-                f"qhat={self.qhat})")
+                f"class_conditional={self.class_conditional}, qhat={self.qhat})")
 
 
 def _check_sets(sets: Tensor) -> None:

@@ -21,7 +21,8 @@ __all__ = ["plot_ece_vs_severity", "plot_ood_scores", "plot_reliability_diagram"
 
 
 def plot_reliability_diagram(probs: Tensor, targets: Tensor, n_bins: int = 15,
-                             axes: tuple[Axes, Axes] | None = None, title: str = "") -> tuple[Axes, Axes]:
+                             axes: tuple[Axes, Axes] | None = None, title: str = "",
+                             show_counts: bool = True) -> tuple[Axes, Axes]:
     """Accuracy vs. confidence per bin (gap to the diagonal shaded) above a histogram of confidences.
 
     Guo et al., 2017, "On Calibration of Modern Neural Networks", figure 1. The title shows the ECE
@@ -31,7 +32,11 @@ def plot_reliability_diagram(probs: Tensor, targets: Tensor, n_bins: int = 15,
         probs: ``(N, C)`` probabilities; targets: ``(N,)`` class indices.
         n_bins: equal-width bins.
         axes: ``(top, bottom)`` axes to draw on; default a new 4x5 figure.
+        show_counts: write each non-empty bin's number of samples above its histogram bar (a bin
+            of 3 samples has an accuracy that says little).
     """
+    if not isinstance(show_counts, bool):
+        raise TypeError(f"show_counts must be True or False, got {show_counts!r}")
     bins = reliability_bins(probs, targets, n_bins)
     if axes is None:
         _, axes = plt.subplots(2, 1, figsize=(4.2, 5), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
@@ -49,7 +54,10 @@ def plot_reliability_diagram(probs: Tensor, targets: Tensor, n_bins: int = 15,
     top.legend(loc="upper left", fontsize="small")
     share = bins.count.numpy() / bins.count.sum().item()
     bottom.bar(centres, share, width=width, color="0.55", edgecolor="0.2")
-    bottom.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="share")
+    bottom.set(xlim=(0, 1), ylim=(0, 1.25), xlabel="confidence (max probability)", ylabel="share")
+    if show_counts:
+        for centre, fraction, count in zip(centres[filled], share[filled], bins.count.numpy()[filled]):
+            bottom.text(centre, fraction + 0.03, f"{int(count)}", ha="center", va="bottom", fontsize=6, rotation=90)
     return top, bottom
 
 
