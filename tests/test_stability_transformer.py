@@ -56,6 +56,22 @@ def test_max_logit_is_the_largest_scaled_dot_product():
     torch.testing.assert_close(attn.max_logit, expected.detach())
 
 
+def test_max_abs_logit_is_the_largest_magnitude_also_under_a_negative_gain():
+    torch.manual_seed(1)
+    attn = SelfAttention(12, heads=3, qk_norm=True)
+    with torch.no_grad():
+        attn.q_norm.weight.fill_(-1.0)  # a gain that changed sign; keys keep theirs
+        attn.q_norm.bias.zero_(), attn.k_norm.bias.zero_()
+    x = torch.randn(2, 7, 12)
+    attn(x)
+    q, k, _ = attn.qkv(x).view(2, 7, 3, 3, 4).permute(2, 0, 3, 1, 4)
+    q = -torch.nn.functional.layer_norm(q, (4,))
+    k = torch.nn.functional.layer_norm(k, (4,))
+    logits = torch.einsum("bhid,bhjd->bhij", q, k) / 2.0
+    torch.testing.assert_close(attn.max_abs_logit, logits.abs().max().detach())
+    torch.testing.assert_close(attn.max_logit, logits.max().detach())
+
+
 def test_qk_norm_layer_normalizes_queries_and_keys_and_bounds_the_logits():
     # with unit-scale layer norms, |q_i . k_j| / sqrt(d) <= ||q|| ||k|| / sqrt(d) = sqrt(d) (Cauchy-Schwarz)
     torch.manual_seed(2)
@@ -180,3 +196,18 @@ def test_block_dropout_sits_where_pytorch_encoder_layer_puts_it():
     assert sum(isinstance(m, nn.Dropout) and m.p == 0.3 for m in block.modules()) == 4  # weights, hidden, 2 branches
     block.train()
     assert not torch.allclose(block(x), block.eval()(x))
+
+
+@pytest.mark.parametrize("length", [1, 5, 11, 15, 16, 40])
+def test_short_row_softmax_equals_torch_softmax_and_its_gradient(length):
+    from toolkit.models.transformer import short_row_softmax
+
+    torch.manual_seed(length)
+    logits = (torch.randn(3, 2, 7, length, dtype=torch.float64) * 30).requires_grad_()  # saturated rows too
+    upstream = torch.randn(3, 2, 7, length, dtype=torch.float64)
+    ours = short_row_softmax(logits)
+    (grad_ours,) = torch.autograd.grad(ours, logits, upstream)
+    reference = logits.softmax(-1)
+    (grad_ref,) = torch.autograd.grad(reference, logits, upstream)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-10, atol=1e-12)

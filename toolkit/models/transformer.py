@@ -25,6 +25,21 @@ def check_dropout(dropout: float) -> None:
         raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
 
 
+def short_row_softmax(logits: Tensor) -> Tensor:
+    """Softmax over the last dimension, the same numbers as ``Tensor.softmax(-1)``, faster for short rows.
+
+    On the CPU, PyTorch's softmax kernel and its backward are vectorized along the row, and rows
+    shorter than 16 (attention over the course's 11 tokens) take a slow path: forward and backward
+    cost about twice the composite :math:`e^{z - \max z} / \sum e^{z - \max z}`
+    (``benchmarks/bench_attention.py``). The composite is used there; every other case calls
+    ``softmax``. The maximum is detached: subtracting it changes no output, so it has no gradient.
+    """
+    if logits.shape[-1] >= 16 or logits.device.type != "cpu":
+        return logits.softmax(dim=-1)
+    exp = (logits - logits.detach().amax(dim=-1, keepdim=True)).exp()
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
 class SelfAttention(nn.Module):
     r"""Multi-head self-attention that keeps its largest attention logit, with optional qk-layernorm.
 
@@ -33,7 +48,9 @@ class SelfAttention(nn.Module):
     :math:`k \leftarrow \mathrm{LN}(k)` (Dehghani et al. 2023), which bounds :math:`|z_{ij}|` by the
     norm scales instead of by the weights, which can grow. After each forward pass :attr:`max_logit`
     holds :math:`\max_{ij} z_{ij}` over the batch and heads (a detached 0-d tensor, no device sync),
-    which :class:`toolkit.stability.AttentionLogitMonitor` logs.
+    which :class:`toolkit.stability.AttentionLogitMonitor` logs, and :attr:`max_abs_logit` holds
+    :math:`\max_{ij} |z_{ij}|`: the largest logit can be negative (a learned layer-norm gain that has
+    changed sign), its magnitude cannot, so the magnitude is what a log scale can show.
 
     Args:
         dim: token width, divisible by ``heads``.
@@ -62,6 +79,7 @@ class SelfAttention(nn.Module):
         self.k_norm: nn.Module = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
         self.attn_drop: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.max_logit: Tensor | None = None
+        self.max_abs_logit: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         batch, tokens, _ = x.shape
@@ -69,7 +87,8 @@ class SelfAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         logits = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # explicit, so the logits can be read
         self.max_logit = logits.detach().amax()
-        out = self.attn_drop(logits.softmax(dim=-1)) @ v
+        self.max_abs_logit = logits.detach().abs().amax()
+        out = self.attn_drop(short_row_softmax(logits)) @ v
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, self.dim))
 
     def extra_repr(self) -> str:
