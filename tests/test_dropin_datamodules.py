@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.data import BreastCancerDataModule, DigitsDataModule, MNIST1DDataModule, MoonsDataModule
+from toolkit.data import (BreastCancerDataModule, DigitsDataModule, MNIST1DDataModule, ModularAdditionDataModule,
+                          MoonsDataModule)
 
 NAMESPACES = ["pytorch_lightning", "lightning.pytorch"]
 DATAMODULES = {
@@ -22,6 +23,7 @@ DATAMODULES = {
     "mnist1d": lambda: MNIST1DDataModule(num_samples=600, flatten=True, batch_size=128),
     "breast_cancer": lambda: BreastCancerDataModule(batch_size=128),
     "moons": lambda: MoonsDataModule(batch_size=128),
+    "modular": lambda: ModularAdditionDataModule(modulus=11, batch_size=32),
 }
 
 

@@ -36,7 +36,42 @@ def _shared_shuffle_seed() -> int:
     return seed[0]
 
 
-class ArrayDataModule(DataModuleBase, abc.ABC):
+class TensorLoaders:
+    """The loaders of a DataModule whose splits are tensors in memory: ``tensors(split)`` gives a split's
+    ``(inputs, targets)``, ``batch_size`` and ``eval_batch_size`` the batch sizes."""
+
+    batch_size: int
+    eval_batch_size: int
+
+    def tensors(self, split: str) -> tuple[Tensor, Tensor]:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def loader(self, *tensors: Tensor, train: bool = False) -> TensorBatchLoader:
+        """A loader with this module's settings over any tensors (e.g. a shifted test set).
+
+        Training loaders shuffle with the global torch seed (``fit``'s ``seed``),
+        so runs over several seeds see different batch orders while the split stays fixed by
+        ``self.seed``. Under DDP every rank uses rank zero's seed, so the shards never overlap.
+        """
+        if train:
+            return TensorBatchLoader(*tensors, batch_size=self.batch_size, shuffle=True,
+                                     seed=_shared_shuffle_seed(), pad=True)
+        return TensorBatchLoader(*tensors, batch_size=self.eval_batch_size, shuffle=False, pad=False)
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self.loader(*self.tensors("train"), train=True)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self.loader(*self.tensors("val"))
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self.loader(*self.tensors("test"))
+
+    def predict_dataloader(self) -> TensorBatchLoader:
+        return self.test_dataloader()
+
+
+class ArrayDataModule(TensorLoaders, DataModuleBase, abc.ABC):
     """A LightningDataModule over a small dataset held in memory, for a ``pytorch_lightning`` or a
     ``lightning.pytorch`` Trainer (see :class:`toolkit._lightning.DataModuleBase`).
 
@@ -199,30 +234,6 @@ class ArrayDataModule(DataModuleBase, abc.ABC):
                 manifest["label_noise"][split] = {"flipped": int(len(indices)), "sha256": sha256_of(indices, noisy),
                                                   "indices": indices.tolist(), "noisy_labels": noisy.tolist()}
         return manifest
-
-    def loader(self, *tensors: Tensor, train: bool = False) -> TensorBatchLoader:
-        """A loader with this module's settings over any tensors (e.g. a shifted test set).
-
-        Training loaders shuffle with the global torch seed (``fit``'s ``seed``),
-        so runs over several seeds see different batch orders while the split stays fixed by
-        ``self.seed``. Under DDP every rank uses rank zero's seed, so the shards never overlap.
-        """
-        if train:
-            return TensorBatchLoader(*tensors, batch_size=self.batch_size, shuffle=True,
-                                     seed=_shared_shuffle_seed(), pad=True)
-        return TensorBatchLoader(*tensors, batch_size=self.eval_batch_size, shuffle=False, pad=False)
-
-    def train_dataloader(self) -> TensorBatchLoader:
-        return self.loader(*self.tensors("train"), train=True)
-
-    def val_dataloader(self) -> TensorBatchLoader:
-        return self.loader(*self.tensors("val"))
-
-    def test_dataloader(self) -> TensorBatchLoader:
-        return self.loader(*self.tensors("test"))
-
-    def predict_dataloader(self) -> TensorBatchLoader:
-        return self.test_dataloader()
 
     def __repr__(self) -> str:
         noise = (f", label_noise={self.label_noise}, label_noise_kind={self.label_noise_kind!r}"

@@ -26,13 +26,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
 from toolkit._validate import check_int
-from toolkit.data.base import _shared_shuffle_seed
-from toolkit.data.loader import TensorBatchLoader
+from toolkit._lightning import DataModuleBase
+from toolkit.data.base import TensorLoaders
 from toolkit.data.splits import build_manifest
 
 __all__ = ["MODULAR_ENCODINGS", "ModularAdditionDataModule", "modular_addition_table"]
@@ -72,7 +71,7 @@ def _check_batch_size(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be an integer >= 1 or None (the whole split in one batch), got {value!r}")
 
 
-class ModularAdditionDataModule(pl.LightningDataModule):
+class ModularAdditionDataModule(TensorLoaders, DataModuleBase):
     """The table of ``(a + b) mod p`` split into seeded train/val/test pairs (Power et al., 2022).
 
     Inputs, by ``encoding``:
@@ -192,25 +191,6 @@ class ModularAdditionDataModule(pl.LightningDataModule):
         settings = {"modulus": self.modulus, "train_fraction": self.train_fraction,
                     "val_fraction": self.val_fraction, "seed": self.seed}
         return build_manifest(self.name, pairs, labels, self.split_indices, settings)
-
-    def loader(self, *tensors: Tensor, train: bool = False) -> TensorBatchLoader:
-        """A loader with this module's batch sizes over any tensors (training: shuffled by the global seed)."""
-        if train:
-            return TensorBatchLoader(*tensors, batch_size=self.batch_size, shuffle=True,
-                                     seed=_shared_shuffle_seed(), pad=True)
-        return TensorBatchLoader(*tensors, batch_size=self.eval_batch_size, shuffle=False, pad=False)
-
-    def train_dataloader(self) -> TensorBatchLoader:
-        return self.loader(*self.tensors("train"), train=True)
-
-    def val_dataloader(self) -> TensorBatchLoader:
-        return self.loader(*self.tensors("val"))
-
-    def test_dataloader(self) -> TensorBatchLoader:
-        return self.loader(*self.tensors("test"))
-
-    def predict_dataloader(self) -> TensorBatchLoader:
-        return self.test_dataloader()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(modulus={self.modulus}, train_fraction={self.train_fraction}, "
