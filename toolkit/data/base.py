@@ -37,14 +37,9 @@ def _shared_shuffle_seed() -> int:
 
 
 class TensorLoaders:
-    """The loaders of a DataModule whose splits are tensors in memory: ``tensors(split)`` gives a split's
-    ``(inputs, targets)``, ``batch_size`` and ``eval_batch_size`` the batch sizes."""
-
-    batch_size: int
-    eval_batch_size: int
-
-    def tensors(self, split: str) -> tuple[Tensor, Tensor]:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    """The loaders of a DataModule whose splits are tensors in memory. The class using it defines
+    ``tensors(split)`` (a split's ``(inputs, targets)``) and the attributes ``batch_size`` and
+    ``eval_batch_size``."""
 
     def loader(self, *tensors: Tensor, train: bool = False) -> TensorBatchLoader:
         """A loader with this module's settings over any tensors (e.g. a shifted test set).
