@@ -2,6 +2,7 @@
 
     python benchmarks/bench_members.py                   # about 2.5 CPU minutes
     python benchmarks/bench_members.py --widths 32 100    # a shorter width sweep
+    python benchmarks/bench_members.py --augment          # only the augmentation arm (about 1 CPU minute)
 
 Three ways to train the same 20 members (MNIST-1D MLPs, seeds 0-19, test evaluation included), in
 one run: vectorized (:func:`toolkit.training.train_members`, one Trainer, one ``vmap``ped step for
@@ -17,6 +18,12 @@ wall clock says little, but the CPU seconds of the single-process arms still com
 the wall ratio on a quiet machine), and the parallel arm's wall time on two quiet cores is about
 its CPU seconds / 2. The sweep times ``SWEEP_SEQUENTIAL`` separate fits and scales them to K (a fit's
 cost does not depend on its seed).
+
+The augmentation arm (``--augment``) times what ``augment`` adds to a training step for 100
+augmented members (notebook 02's sweep: MNIST-1D MLP (48, 48), 500 signals, batches of 32,
+``RandomShift1d(0.02)`` at strengths 2/4/8/12): called member by member (an augmentation without
+``batched``) against its ``batched`` path (one call per step), each minus an unaugmented run, CPU
+seconds, best of interleaved repeats.
 
 One run on a shared 2-core AVX-512 machine (CPU-second ratios; re-measure wall on a quiet one):
 vectorized 6.30x sequential, 6.67x the parallel arm's CPU (about 3.3x its wall on two quiet cores);
@@ -38,6 +45,7 @@ import torch
 
 from toolkit.data import MNIST1DDataModule
 from toolkit.models import MLP
+from toolkit.regularization import RandomShift1d
 from toolkit.training import ClassifierModule, run_seeds, silence_lightning, train_members
 
 MEMBERS = 20
@@ -82,14 +90,49 @@ def arms(data, hidden_sizes, members: int, epochs: int, parallel: bool = True) -
     return out
 
 
+class PerMember:
+    """An augmentation without ``batched``: train_members calls it once per augmented member."""
+
+    def __init__(self, augment) -> None:
+        self.augment = augment
+
+    def __call__(self, x, strength, generator):
+        return self.augment(x, strength, generator)
+
+
+def augment_arm(repeats: int = 3, epochs: int = 5) -> None:
+    data = MNIST1DDataModule(flatten=True, train_fraction=1 / 7, batch_size=32, seed=0)
+    make = factory((48, 48))
+    seeds_strengths = [(s, st) for s in range(25) for st in (2, 4, 8, 12)]
+    augment = RandomShift1d(0.02)
+    arms_ = {"none": ([{"seed": s} for s, _ in seeds_strengths], None),
+             "per member": ([{"seed": s, "augment": st} for s, st in seeds_strengths], PerMember(augment)),
+             "batched": ([{"seed": s, "augment": st} for s, st in seeds_strengths], augment)}
+    best, steps = {name: float("inf") for name in arms_}, 0
+    for _ in range(repeats):  # interleaved, so a change of load hits every arm alike
+        for name, (members, hook) in arms_.items():
+            _, cpu, frame = timed(lambda: train_members(make, data, members, max_epochs=epochs, augment=hook,
+                                                        test=False, name="bench_augment"))
+            best[name], steps = min(best[name], cpu), int(frame["steps"].iloc[0])
+    per_member, batched = (1e3 * (best[name] - best["none"]) / steps for name in ("per member", "batched"))
+    print(f"augmentation: {len(seeds_strengths)} augmented members, {steps} steps; CPU s (best of {repeats}): "
+          + ", ".join(f"{name} {value:.2f}" for name, value in best.items()))
+    print(f"augmentation's cost per step: per member {per_member:.2f} ms, batched {batched:.2f} ms: "
+          f"{per_member / batched:.1f}x less; a step without it {1e3 * best['none'] / steps:.2f} ms")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", type=int, nargs="*", default=list(SWEEP_WIDTHS), help="widths of the sweep")
+    parser.add_argument("--augment", action="store_true", help="run only the augmentation arm")
     args = parser.parse_args()
     silence_lightning()
     os.environ.setdefault("TOOLKIT_QUIET", "1")
     os.environ.setdefault("TOOLKIT_RUNS_DIR", tempfile.mkdtemp(prefix="bench-members-"))
     torch.set_num_threads(1)
+    if args.augment:
+        augment_arm()
+        raise SystemExit(0)
     data = MNIST1DDataModule(flatten=True)
     data.setup()
     # warm-up: first-call allocations here, worker start-up (imports) for the parallel arm

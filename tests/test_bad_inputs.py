@@ -376,6 +376,18 @@ bad("train_members-restore_best-train", members_call(restore_best="train_acc"), 
 bad("train_members-augment-type", members_call(augment="flip"), TypeError, "augment")
 bad("train_members-augment-missing", members_call(members=[{"seed": 0, "augment": 1.0}]), ValueError, "augment")
 
+
+class _WrongBatched:  # an augmentation whose batched path drops a feature
+    def __call__(self, x, strength, generator):
+        return x
+
+    def batched(self, x, strengths, generators):
+        return x[..., :1]
+
+
+bad("train_members-augment-batched-shape", members_call(members=[{"seed": 0, "augment": 1.0}],
+                                                        augment=_WrongBatched()), ValueError, "augment.batched")
+
 # =================================================================================================
 # stability
 # =================================================================================================
@@ -535,6 +547,26 @@ numbers("RegularizedClassifierModule", lambda v: rcm(mix_prob=v), "mix_prob", (-
 numbers("RegularizedClassifierModule", lambda v: rcm(cutout_size=v), "cutout_size", (-1, True, 2.5))
 numbers("RegularizedClassifierModule", lambda v: rcm(penalty_weight=v), "penalty_weight", (-1, NAN, INF))
 numbers("RegularizedClassifierModule", lambda v: rcm(num_train=v), "num_train", (0, True, 2.5))
+
+SIGNALS = torch.rand(4, 3, 10, generator=G)  # (members, batch, length)
+bad("random_shift_1d-x-type", lambda: reg.random_shift_1d([0.0, 1.0], 1), TypeError, "x")
+bad("random_shift_1d-x-1d", lambda: reg.random_shift_1d(torch.rand(10), 1), ValueError, "x")
+bad("random_shift_1d-x-int", lambda: reg.random_shift_1d(torch.ones(3, 10, dtype=torch.long), 1), ValueError, "x")
+bad("random_shift_1d-x-empty-length", lambda: reg.random_shift_1d(torch.ones(3, 0), 1), ValueError, "x")
+numbers("random_shift_1d", lambda v: lambda: reg.random_shift_1d(X4, v), "max_shift", (-1, True, 1.5, None))
+numbers("random_shift_1d", lambda v: lambda: reg.random_shift_1d(X4, 1, v), "noise_sd", (-0.1, NAN, INF, True))
+bad("random_shift_1d-generator", lambda: reg.random_shift_1d(X4, 1, generator=0), TypeError, "generator")
+numbers("RandomShift1d", lambda v: lambda: reg.RandomShift1d(v), "noise_per_shift", (-0.1, NAN, INF, True, "0.1"))
+numbers("RandomShift1d.__call__", lambda v: lambda: reg.RandomShift1d()(X4, v, G), "strength", (-1.0, NAN, INF, True))
+bad("RandomShift1d.batched-x-2d", lambda: reg.RandomShift1d().batched(X4, [1.0] * 8, [G] * 8), ValueError, "x")
+bad("RandomShift1d.batched-strengths-length", lambda: reg.RandomShift1d().batched(SIGNALS, [1.0], [G] * 4),
+    ValueError, "strengths")
+bad("RandomShift1d.batched-strengths-nan", lambda: reg.RandomShift1d().batched(SIGNALS, [1.0, NAN, 1.0, 1.0], [G] * 4),
+    ValueError, "strengths[1]")
+bad("RandomShift1d.batched-generators-length", lambda: reg.RandomShift1d().batched(SIGNALS, [1.0] * 4, [G]),
+    ValueError, "generators")
+bad("RandomShift1d.batched-generators-type", lambda: reg.RandomShift1d().batched(SIGNALS, [1.0] * 4, [G, G, 0, G]),
+    TypeError, "generators[2]")
 
 # =================================================================================================
 # calibration

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from toolkit.regularization.augment import RandomShift1d, random_shift_1d
 from toolkit.regularization.batch import cutmix, cutout, mixup
 from toolkit.regularization.concrete import ConcreteDropout, concrete_dropout
 from toolkit.regularization.drop import (DropBlock2d, DropPath, GaussianDropout, drop_block_2d, drop_block_seed_rate,
@@ -23,10 +24,10 @@ _LAZY = {"RegularizedClassifierModule": "toolkit.regularization.module",
          "DropBlockSchedule": "toolkit.regularization.callbacks"}
 
 __all__ = ["LOG_ALPHA_THRESHOLD", "ConcreteDropout", "DropBlock2d", "DropBlockSchedule", "DropConnectLinear",
-           "DropPath", "GaussianDropout", "RegularizedClassifierModule", "VariationalConv2d", "VariationalLinear",
-           "concrete_dropout", "cutmix", "cutout", "drop_block_2d", "drop_block_seed_rate", "drop_connect_linear",
-           "drop_path", "drop_path_rates", "gaussian_dropout", "layer_sparsity", "mixup", "prune_variational",
-           "replace_modules", "sparse_vd_kl", "sparsity", "swap_dropout"]
+           "DropPath", "GaussianDropout", "RandomShift1d", "RegularizedClassifierModule", "VariationalConv2d",
+           "VariationalLinear", "concrete_dropout", "cutmix", "cutout", "drop_block_2d", "drop_block_seed_rate",
+           "drop_connect_linear", "drop_path", "drop_path_rates", "gaussian_dropout", "layer_sparsity", "mixup",
+           "prune_variational", "random_shift_1d", "replace_modules", "sparse_vd_kl", "sparsity", "swap_dropout"]
 
 
 def __getattr__(name: str) -> Any:

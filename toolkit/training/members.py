@@ -426,14 +426,26 @@ class StackedMembers(pl.LightningModule):
         self._augment_generators = [augmenting for _, augmenting in streams]
 
     def _augment_batch(self, x: Tensor) -> Tensor:
+        """The augmented members' batches: one ``augment.batched`` call for all of them when the
+        augmentation has one, otherwise one ``augment`` call per augmented member (in member order)."""
+        strengths = self.hparams.member_augment
+        chosen = [k for k, strength in enumerate(strengths) if strength > 0]
+        batched = getattr(self.augment, "batched", None)
+        if callable(batched):
+            rows = torch.tensor(chosen, device=x.device)
+            subset = x if len(chosen) == len(x) else x.index_select(0, rows)
+            out = batched(subset, [strengths[k] for k in chosen], [self._augment_generators[k] for k in chosen])
+            if not isinstance(out, Tensor) or out.shape != subset.shape:
+                raise ValueError(f"augment.batched must return a tensor of the members' batches' shape "
+                                 f"{tuple(subset.shape)}, got {getattr(out, 'shape', type(out).__name__)}")
+            return out if len(chosen) == len(x) else x.index_copy(0, rows, out.to(x.dtype))
         rows = list(x.unbind(0))
-        for k, strength in enumerate(self.hparams.member_augment):
-            if strength > 0:
-                out = self.augment(rows[k], strength, self._augment_generators[k])
-                if not isinstance(out, Tensor) or out.shape != rows[k].shape:
-                    raise ValueError(f"augment must return a tensor of the batch's shape {tuple(rows[k].shape)}, "
-                                     f"got {getattr(out, 'shape', type(out).__name__)}")
-                rows[k] = out
+        for k in chosen:
+            out = self.augment(rows[k], strengths[k], self._augment_generators[k])
+            if not isinstance(out, Tensor) or out.shape != rows[k].shape:
+                raise ValueError(f"augment must return a tensor of the batch's shape {tuple(rows[k].shape)}, "
+                                 f"got {getattr(out, 'shape', type(out).__name__)}")
+            rows[k] = out
         return torch.stack(rows)
 
     def _mix(self, x: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -780,7 +792,14 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
             order, with that member's batch ``x`` (``(B, ...)``), its strength (a float) and its own
             ``torch.Generator`` (on ``x``'s device, seeded from the member's seed, see
             :func:`member_generators`): draw all randomness from ``generator`` and a run repeats.
-            It must return a tensor of ``x``'s shape. Applied before mixup.
+            It must return a tensor of ``x``'s shape. Applied before mixup. If ``augment`` has a
+            method ``batched(x, strengths, generators)``, it is called instead, once per training batch
+            for all augmented members: ``x`` their batches ``(M, B, ...)`` in member order,
+            ``strengths`` their M strengths, ``generators`` their M generators; it must return what
+            the M separate calls would (a tensor of ``x``'s shape), drawing member ``i``'s numbers from
+            ``generators[i]`` only. :class:`~toolkit.regularization.RandomShift1d` (random integer
+            translation and Gaussian noise of 1-D signals) has both (``benchmarks/bench_members.py
+            --augment`` times the two paths).
         return_history: also return every member's metrics at every epoch (see Returns).
         return_members: also return the trained :class:`StackedMembers` (``predict_logits(loader)``
             gives every member's logits, ``member_module(k)`` one member as a ClassifierModule).
