@@ -635,6 +635,14 @@ class StackedMembers(pl.LightningModule):
             self.train(was_training)
         return torch.cat(outputs, dim=1)
 
+    @property
+    def shared_network(self) -> nn.Module:
+        """The network every member runs with its own stacked weights (on the meta device: its own
+        parameters are placeholders, never used). Its layers' Python attributes apply to all members
+        at once: a callback that sets them, such as :class:`~toolkit.regularization.DropBlockSchedule`
+        ramping ``drop_prob``, finds them here (``pl_module.modules()`` does not list them)."""
+        return self._base
+
     def member_backbone(self, k: int) -> nn.Module:
         """Member ``k``'s network as a plain ``nn.Module`` (a copy with its weights and dropout rate)."""
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < self.num_members:
