@@ -18,7 +18,7 @@ from toolkit.regularization import DropBlock2d, DropBlockSchedule
 from toolkit.stats import compare
 from toolkit.training import (ClassifierModule, evaluate, fit, member_generators, predict_logits, run_seeds,
                               train_members)
-from toolkit.training.members import _MemberAdamW, _MemberDropout, _top_label_ece
+from toolkit.training.members import _member_brier, _MemberAdamW, _MemberDropout, _top_label_ece
 
 pytestmark = pytest.mark.slow
 QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
@@ -373,3 +373,19 @@ def test_drop_block_schedule_ramps_the_layers_of_stacked_members():
     alone = next(m for m in module.modules() if isinstance(m, _RecordingDropBlock)).rates
     assert layer.rates == pytest.approx(alone)
     assert layer.rates == pytest.approx([0.05 + 0.25 * min(1.0, step / max(1.0, 0.5 * steps)) for step in range(steps)])
+
+
+def test_member_brier_is_sklearns_per_member_and_exact_on_a_confident_member():
+    from sklearn.metrics import brier_score_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 500, 10, generator=g)
+    targets = torch.randint(0, 10, (3, 500), generator=g)
+    targets[2] = logits[2].argmax(1)
+    logits[2, torch.arange(500), targets[2]] += 12  # member 2 is sure of every (right) answer
+    probs = logits.softmax(2)
+    got = _member_brier(probs.transpose(1, 2), targets)
+    for k in range(3):
+        expected = brier_score_loss(targets[k].numpy(), probs[k].double().numpy(), labels=list(range(10)),
+                                    scale_by_half=False)
+        assert got[k].item() == pytest.approx(expected, rel=1e-4, abs=1e-12)
