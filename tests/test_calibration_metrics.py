@@ -250,3 +250,19 @@ def test_the_scatter_histogram_used_off_cpu_equals_bincount():
     index, weights = torch.randint(0, 30, (500,), generator=g), torch.rand(500, generator=g, dtype=torch.float64)
     torch.testing.assert_close(_scatter_count(index, 40), _bincount(index, 40))
     torch.testing.assert_close(_scatter_count(index, 40, weights), _bincount(index, 40, weights))
+
+
+@pytest.mark.parametrize("n", [1_000, 300_000])  # one chunk, and several (1 << 20 values each)
+def test_brier_is_exact_on_a_confident_model(n):
+    """Every term is a square: the identity sum p^2 - 2 p_y + 1 cancels there (a negative score in float32)."""
+    g = torch.Generator().manual_seed(n)
+    logits = torch.randn(n, 10, generator=g)
+    targets = logits.argmax(1)
+    logits[torch.arange(n), targets] += 12
+    probs = logits.softmax(1)
+    expected = ((probs.double() - torch.nn.functional.one_hot(targets, 10)) ** 2).sum(1).mean().item()
+    assert brier_score(probs, targets).item() == pytest.approx(expected, rel=1e-4)
+    metric = BrierScore()
+    for chunk in range(0, n, 100_000):
+        metric.update(probs[chunk:chunk + 100_000], targets[chunk:chunk + 100_000])
+    assert metric.compute().item() == pytest.approx(expected, rel=1e-4)

@@ -14,10 +14,11 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from toolkit.data import DigitsDataModule
 from toolkit.models import MLP
+from toolkit.regularization import DropBlock2d, DropBlockSchedule
 from toolkit.stats import compare
 from toolkit.training import (ClassifierModule, evaluate, fit, member_generators, predict_logits, run_seeds,
                               train_members)
-from toolkit.training.members import _MemberAdamW, _MemberDropout, _top_label_ece
+from toolkit.training.members import _member_brier, _MemberAdamW, _MemberDropout, _top_label_ece
 
 pytestmark = pytest.mark.slow
 QUIET = {"enable_progress_bar": False, "accelerator": "cpu"}
@@ -340,3 +341,51 @@ def test_restore_best_restores_buffers_too(digits):
         for (name, expected), got in zip(stopped[best].member_backbone(k).state_dict().items(),
                                          stacked.member_backbone(k).state_dict().values()):
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, msg=f"member {k}, {name}")
+
+
+class _RecordingDropBlock(DropBlock2d):
+    """DropBlock2d that records the rate of every training forward (once per batch under vmap)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rates = []
+
+    def forward(self, x):
+        if self.training:
+            self.rates.append(self.drop_prob)
+        return super().forward(x)
+
+
+def test_drop_block_schedule_ramps_the_layers_of_stacked_members():
+    images = DigitsDataModule(image_size=8, train_fraction=0.2, batch_size=64, seed=0)
+    factory = lambda: ClassifierModule(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), _RecordingDropBlock(0.3, block_size=3),
+                                                     nn.Flatten(), nn.Linear(256, 10)), num_classes=10)
+    schedule = DropBlockSchedule(start_drop_prob=0.05, ramp_fraction=0.5)
+    _, members = train_members(factory, images, [{"seed": 0}, {"seed": 1}], max_epochs=3, callbacks=[schedule],
+                               return_members=True, test=False, **QUIET)
+    layer = next(m for m in members.shared_network.modules() if isinstance(m, _RecordingDropBlock))
+    steps = len(layer.rates)
+    assert steps == 3 * math.ceil(len(images.tensors("train")[1]) / 64)
+    # the oracle: the same schedule on the same network under a plain fit
+    module = factory()
+    fit(module, images, seed=0, max_epochs=3, callbacks=[DropBlockSchedule(start_drop_prob=0.05, ramp_fraction=0.5)],
+        test=False, **QUIET)
+    alone = next(m for m in module.modules() if isinstance(m, _RecordingDropBlock)).rates
+    assert layer.rates == pytest.approx(alone)
+    assert layer.rates == pytest.approx([0.05 + 0.25 * min(1.0, step / max(1.0, 0.5 * steps)) for step in range(steps)])
+
+
+def test_member_brier_is_sklearns_per_member_and_exact_on_a_confident_member():
+    from sklearn.metrics import brier_score_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 500, 10, generator=g)
+    targets = torch.randint(0, 10, (3, 500), generator=g)
+    targets[2] = logits[2].argmax(1)
+    logits[2, torch.arange(500), targets[2]] += 12  # member 2 is sure of every (right) answer
+    probs = logits.softmax(2)
+    got = _member_brier(probs.transpose(1, 2), targets)
+    for k in range(3):
+        expected = brier_score_loss(targets[k].numpy(), probs[k].double().numpy(), labels=list(range(10)),
+                                    scale_by_half=False)
+        assert got[k].item() == pytest.approx(expected, rel=1e-4, abs=1e-12)

@@ -26,7 +26,7 @@ def check_dropout(dropout: float) -> None:
 
 
 def short_row_softmax(logits: Tensor) -> Tensor:
-    """Softmax over the last dimension, the same numbers as ``Tensor.softmax(-1)``, faster for short rows.
+    r"""Softmax over the last dimension, the same numbers as ``Tensor.softmax(-1)``, faster for short rows.
 
     On the CPU, PyTorch's softmax kernel and its backward are vectorized along the row, and rows
     shorter than 16 (attention over the course's 11 tokens) take a slow path: forward and backward

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytorch_lightning as pl
+from torch import nn
 
 from toolkit.regularization._checks import check_prob
 from toolkit.regularization.drop import DropBlock2d
@@ -15,6 +16,10 @@ __all__ = ["DropBlockSchedule"]
 class DropBlockSchedule(pl.Callback):
     """Set ``drop_prob`` of every ``DropBlock2d`` to ``start + (target - start) * min(1, step / ramp_steps)``
     before each training batch, as Ghiasi et al. (2018) recommend (a fixed rate from the start hurts).
+
+    Works on any LightningModule (the layers are found among its modules) and on the stacked members
+    of :func:`toolkit.training.train_members` (``callbacks=[DropBlockSchedule(...)]``: every member's
+    layers follow the same ramp).
 
     Args:
         drop_prob: the final rate of every layer, in ``[0, 1)``; None keeps each layer's own
@@ -47,7 +52,10 @@ class DropBlockSchedule(pl.Callback):
         return self._generate_state_key(drop_prob=self.drop_prob, layer_types=[t.__name__ for t in self.layer_types])
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._layers = [m for m in pl_module.modules() if isinstance(m, self.layer_types)]
+        # toolkit.training.train_members' stacked members run one shared network (not a submodule)
+        shared = getattr(pl_module, "shared_network", None)
+        modules = [*pl_module.modules(), *(shared.modules() if isinstance(shared, nn.Module) else ())]
+        self._layers = [m for m in modules if isinstance(m, self.layer_types)]
         if not self._layers:
             raise ValueError(f"DropBlockSchedule found no layer of type {[t.__name__ for t in self.layer_types]} "
                              "in the module")
