@@ -389,3 +389,18 @@ def test_member_brier_is_sklearns_per_member_and_exact_on_a_confident_member():
         expected = brier_score_loss(targets[k].numpy(), probs[k].double().numpy(), labels=list(range(10)),
                                     scale_by_half=False)
         assert got[k].item() == pytest.approx(expected, rel=1e-4, abs=1e-12)
+
+
+def test_a_dropout_member_trains_the_same_whichever_members_train_beside_it(digits):
+    """Each member's masks come from its own generator: member 0 alone and beside two others (one
+    dropping at another rate, one not dropping) ends with the same weights. With one random stream
+    for all members (vmap's randomness="different") its masks, and so its weights, would differ."""
+    factory, member = _factory(dropout=0.5), {"seed": 0, "dropout": 0.3}
+    _, alone = train_members(factory, digits, [member], max_epochs=2, return_members=True, **QUIET)
+    _, beside = train_members(factory, digits, [{"seed": 1, "dropout": 0.6}, member, {"seed": 2, "dropout": 0.0}],
+                              max_epochs=2, return_members=True, **QUIET)
+    torch.testing.assert_close(beside.member_backbone(1).classifier.weight, alone.member_backbone(0).classifier.weight,
+                               atol=1e-5, rtol=1e-5)
+    _, other_seed = train_members(factory, digits, [{"seed": 5, "dropout": 0.3}], max_epochs=2, return_members=True,
+                                  **QUIET)
+    assert not torch.allclose(other_seed.member_backbone(0).classifier.weight, alone.member_backbone(0).classifier.weight)

@@ -13,7 +13,8 @@ The members stay independent, as if trained in separate runs:
   :func:`~toolkit.training.fit` builds it for ``seed=seed_k``;
 - data order: member ``k`` sees the batches that ``fit(seed=seed_k)`` sees (per-member index
   tensors, shuffled by ``seed_k + epoch`` as :class:`~toolkit.data.TensorBatchLoader` does);
-- dropout: its own masks (``vmap(..., randomness="different")``) and its own rate;
+- dropout: its own rate and its own masks, drawn from its own generator (:func:`member_generators`),
+  so that a member trains the same whichever members train beside it;
 - optimizer: its own learning rate and weight decay, the math of ``torch.optim.AdamW`` / ``SGD``
   applied with one rate per member (a stacked tensor cannot be split into ``torch.optim`` parameter
   groups, so the update is written out here and tested against ``torch.optim`` run alone);
@@ -57,7 +58,7 @@ MEMBER_KEYS = ("seed", "lr", "weight_decay", "dropout", "label_smoothing", "mixu
 METRICS = ("loss", "acc", "nll", "ece", "brier")
 MONITORS = tuple(f"val_{name}" for name in METRICS)  # what restore_best may monitor
 _MAXIMIZED = ("val_acc",)  # the others are minimized
-_MIXUP_STREAM, _AUGMENT_STREAM = 1, 2  # member k's generators: SeedSequence([seed_k, stream])
+_MIXUP_STREAM, _AUGMENT_STREAM, _DROPOUT_STREAM = 1, 2, 3  # member k's generators: SeedSequence([seed_k, stream])
 _SEED_BOUND = 2**62  # as toolkit.data.base: shuffle seeds stay below 2**64 after adding the epoch
 _REFUSED_TRAINER_KWARGS = {  # options whose effect would mix the members
     "gradient_clip_val": "clipping by the norm of all members' gradients together would couple them",
@@ -69,17 +70,24 @@ _REFUSED_TRAINER_KWARGS = {  # options whose effect would mix the members
 
 # ---- per-member dropout ----------------------------------------------------------------------------
 class _MemberDropout(nn.Module):
-    """``nn.Dropout`` whose rate is a buffer, so that under ``vmap`` every member has its own rate."""
+    """``nn.Dropout`` whose rate is a buffer, so that under ``vmap`` every member has its own rate.
+
+    A unit is kept where ``noise < 1 - p``: ``noise`` is uniform on ``[0, 1)`` of the input's shape,
+    handed in per member by :class:`StackedMembers` (``functional_call`` sets the attribute), or,
+    when none is given, drawn from torch's global stream.
+    """
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.register_buffer("p", torch.tensor(float(p)))
+        self.noise: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return x
         keep = 1.0 - self.p
-        return x * (torch.rand_like(x) < keep).to(x.dtype) / keep
+        noise = torch.rand_like(x) if self.noise is None else self.noise
+        return x * (noise < keep).to(x.dtype) / keep
 
 
 def _dropouts(module: nn.Module) -> list[tuple[str, nn.Dropout]]:
@@ -276,15 +284,22 @@ def _member_brier(probs: Tensor, targets: Tensor) -> Tensor:
     return distance.square_().sum(dim=1).mean(dim=1)
 
 
-# ---- each member's random streams (mixup, augmentation) -------------------------------------------
+# ---- each member's random streams (mixup, augmentation, dropout) ----------------------------------
 def member_generators(seed: int, device: torch.device | str = "cpu") -> tuple[np.random.Generator, torch.Generator]:
     """The generators of the member with ``seed``: mixup draws ``lam`` and the partner permutation
     from ``numpy.random.default_rng([seed, 1])``; ``augment`` gets a ``torch.Generator`` on ``device``
-    seeded from ``numpy.random.SeedSequence([seed, 2])``. Separate from torch's global stream (the
-    initialization and dropout masks), so a member's augmentation does not shift its other draws."""
+    seeded from ``numpy.random.SeedSequence([seed, 2])`` (and the dropout masks come from one seeded
+    from ``SeedSequence([seed, 3])``, see :func:`_torch_generator`). Separate from each other and from
+    torch's global stream (the initialization), so one regularizer's draws do not shift another's, and
+    a member's draws do not depend on the other members."""
     mixing = np.random.default_rng([seed, _MIXUP_STREAM])
-    state = int(np.random.SeedSequence([seed, _AUGMENT_STREAM]).generate_state(1, np.uint64)[0])
-    return mixing, torch.Generator(device=device).manual_seed(state)
+    return mixing, _torch_generator(seed, _AUGMENT_STREAM, device)
+
+
+def _torch_generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded from ``numpy.random.SeedSequence([seed, stream])``."""
+    state = int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(state)
 
 
 # ---- the stacked module ----------------------------------------------------------------------------
@@ -367,6 +382,10 @@ class StackedMembers(pl.LightningModule):
         self._mixed = any(v > 0 for v in per_member["mixup"])
         self._augmented = any(v > 0 for v in per_member["augment"])
         self._buffers_of_stage: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in STAGES}
+        # which members drop (set with their dropout generators in on_train_start) and, per batch shape,
+        # the dropout layers' input shapes and dtypes: {batch shape: {layer path: (shape, dtype)}}
+        self._dropping: list[bool] = []
+        self._noise_shapes: dict[tuple[int, ...], dict[str, tuple[tuple[int, ...], torch.dtype]]] = {}
         # the last epoch's metrics of every member: member_metrics[stage][metric][k]
         self.member_metrics: dict[str, dict[str, list[float]]] = {}
         # every epoch's: _epochs[epoch] = {"step": optimizer steps, "train": {metric: [K]}, "val": {...}}
@@ -388,12 +407,51 @@ class StackedMembers(pl.LightningModule):
     def _call(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(self._base, (params, buffers), (x,))
 
-    def forward(self, x: Tensor, per_member: bool = False) -> Tensor:
+    def forward(self, x: Tensor, per_member: bool = False, noise: dict[str, Tensor] | None = None) -> Tensor:
         """Logits ``(K, B, num_classes)``; ``x`` is ``(B, ...)`` shared by all members, or ``(K, B, ...)``
-        (one batch per member) with ``per_member=True``."""
+        (one batch per member) with ``per_member=True``. ``noise``: the dropout layers' uniform draws,
+        ``{layer path + ".noise": (K, *input shape)}`` (:meth:`_dropout_noise`); without it dropout in
+        training mode draws from torch's global stream."""
         self._base.train(self.training)
         params, buffers = self._state()
+        buffers = {**buffers, **(noise or {})}
         return vmap(self._call, in_dims=(0, 0, 0 if per_member else None), randomness="different")(params, buffers, x)
+
+    def _dropout_noise(self, x: Tensor) -> dict[str, Tensor] | None:
+        """Every dropout layer's uniform draws for the members' batches ``x`` (``(K, B, ...)``), member
+        ``k``'s from its own generator (zeros, which keep every unit, where its rate is 0); None when
+        no member drops. The layers' input shapes come from one evaluation-mode pass of member 0 per
+        batch shape (cached); a layer that pass does not reach falls back to the global stream."""
+        if not self._dropping:
+            return None
+        key = tuple(x.shape[1:])
+        if key not in self._noise_shapes:
+            shapes, hooks = {}, []
+
+            def record(path: str, inputs: tuple[Tensor, ...]) -> None:  # a pre-hook returning None keeps the inputs
+                shapes.setdefault(path, (tuple(inputs[0].shape), inputs[0].dtype))
+
+            for path, layer in self._base.named_modules():
+                if isinstance(layer, _MemberDropout):
+                    hooks.append(layer.register_forward_pre_hook(lambda _, inputs, path=path: record(path, inputs)))
+            params, buffers = self._state()
+            was_training = self._base.training
+            try:
+                with torch.no_grad():
+                    self._base.eval()
+                    self._call({n: p[0] for n, p in params.items()}, {n: b[0] for n, b in buffers.items()}, x[0])
+            finally:
+                self._base.train(was_training)
+                for hook in hooks:
+                    hook.remove()
+            self._noise_shapes[key] = shapes
+        noise = {}
+        for path, (shape, dtype) in self._noise_shapes[key].items():
+            zeros = torch.zeros(shape, device=x.device, dtype=dtype)
+            noise[f"{path}.noise" if path else "noise"] = torch.stack(
+                [torch.rand(shape, generator=self._dropout_generators[k], device=x.device, dtype=dtype)
+                 if drops else zeros for k, drops in enumerate(self._dropping)])
+        return noise
 
     def _losses(self, logits: Tensor, targets: Tensor) -> Tensor:
         """``(K,)``: each member's mean objective over its batch, :meth:`ClassifierModule.loss` with the
@@ -434,6 +492,13 @@ class StackedMembers(pl.LightningModule):
         streams = [member_generators(seed, self.device) for seed in self.hparams.seeds]
         self._mixup_generators = [mixing for mixing, _ in streams]
         self._augment_generators = [augmenting for _, augmenting in streams]
+        self._dropout_generators = [_torch_generator(seed, _DROPOUT_STREAM, self.device) for seed in self.hparams.seeds]
+        _, buffers = self._state()
+        rates = [b for name, b in buffers.items() if name.rpartition(".")[2] == "p"
+                 and isinstance(self._base.get_submodule(name.rpartition(".")[0]), _MemberDropout)]
+        dropping = torch.stack(rates).gt(0).any(0).tolist() if rates else []
+        self._dropping = dropping if any(dropping) else []
+        self._noise_shapes = {}
 
     def _augment_batch(self, x: Tensor) -> Tensor:
         """The augmented members' batches: one ``augment.batched`` call for all of them when the
@@ -479,7 +544,8 @@ class StackedMembers(pl.LightningModule):
         x, targets = batch[0], batch[1]  # (K, B, ...) and (K, B): one batch per member
         if self.augment is not None and self._augmented:
             x = self._augment_batch(x)
-        logits_of = (lambda inputs: self(inputs, per_member=True))
+        noise = self._dropout_noise(x)
+        logits_of = (lambda inputs: self(inputs, per_member=True, noise=noise))
         if not self._mixed:
             logits = logits_of(x)
             self._check_logits(logits)
@@ -767,7 +833,9 @@ def train_members(model_factory: Callable[[], Any], data: Any, members: Sequence
     Each member is the run ``fit(model_factory, data, seed=member["seed"])`` would train, with the
     member's ``lr``, ``weight_decay``, ``dropout``, ``label_smoothing`` and ``z_loss`` in place of the
     factory's, and its own ``mixup`` and ``augment`` regularizers: the same
-    initialization and batch order, its own dropout masks. Without dropout a member ends within
+    initialization and batch order, its own dropout masks (from its own generator, so a member
+    trains the same whichever members train beside it; layers other than ``nn.Dropout``, such as
+    DropPath, draw from torch's global stream under ``vmap``). Without dropout a member ends within
     float rounding of that separate run (a test checks it against a plain PyTorch loop); with
     dropout the masks differ, so members match separate runs in distribution (with BatchNorm the
     batch statistics are summed in another order, so members agree with separate runs only to a
