@@ -493,9 +493,9 @@ class StackedMembers(pl.LightningModule):
         self._mixup_generators = [mixing for mixing, _ in streams]
         self._augment_generators = [augmenting for _, augmenting in streams]
         self._dropout_generators = [_torch_generator(seed, _DROPOUT_STREAM, self.device) for seed in self.hparams.seeds]
-        _, buffers = self._state()
-        rates = [b for name, b in buffers.items() if name.rpartition(".")[2] == "p"
-                 and isinstance(self._base.get_submodule(name.rpartition(".")[0]), _MemberDropout)]
+        _, buffers = self._state()  # each _MemberDropout's rate is its buffer "p", (K,) stacked
+        rates = [buffers[f"{path}.p" if path else "p"] for path, layer in self._base.named_modules()
+                 if isinstance(layer, _MemberDropout)]
         dropping = torch.stack(rates).gt(0).any(0).tolist() if rates else []
         self._dropping = dropping if any(dropping) else []
         self._noise_shapes = {}
