@@ -113,7 +113,7 @@ def test_a_kill_while_writing_a_checkpoint_leaves_the_old_state(tmp_path, monkey
             f.write(b"half a checkpoint")
         raise KeyboardInterrupt  # the process dies here
 
-    monkeypatch.setattr(registry_module.torch, "save", killed_mid_write)
+    monkeypatch.setattr(torch, "save", killed_mid_write)  # the registry imports torch where it saves
     with pytest.raises(KeyboardInterrupt):
         registry.register(_net(1))
     monkeypatch.undo()
@@ -149,3 +149,21 @@ def test_register_and_gate_accept_zero_dim_tensors_as_in_callback_metrics(tmp_pa
     assert result.failures == ["ece"]
     with pytest.raises(ValueError, match="accuracy"):
         registry.register(_net(0), metrics={"accuracy": torch.tensor([0.9, 0.8])})
+
+
+def test_the_registry_command_line_promotes_and_rolls_back_without_importing_torch(tmp_path):
+    """``python -m toolkit registry ...`` edits the manifest only: importing torch (seconds on a laptop)
+    for it would make every promotion and rollback wait for nothing."""
+    import subprocess
+    import sys
+
+    _two_in_production(tmp_path)
+    script = ("import sys; from toolkit.deploy.cli import main; code = main(sys.argv[1:]); "
+              "loaded = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'onnx'))); "
+              "assert not loaded, loaded[:5]; sys.exit(code)")
+    for action in (["rollback"], ["promote", "v2"]):
+        done = subprocess.run([sys.executable, "-c", script, "registry", *action, "--registry", str(tmp_path)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        expected = "v1" if action == ["rollback"] else "v2"
+        assert ModelRegistry(tmp_path).production == expected

@@ -1,12 +1,33 @@
 """Deployment (notebook 07): export with parity checks, a LitServe endpoint (``toolkit.deploy.server``,
 imported on its own: it needs litserve), versions, shadow and canary, live drift, and a local server process for notebooks (``LocalServer``)."""
 
-from toolkit.deploy.export import (OnnxRunner, ParityResult, TemperatureWrapped, TorchRunner, check_parity,
-                                   export_onnx, export_program, temperature_of, with_temperature)
-from toolkit.deploy.live import LiveDrift, clopper_pearson, false_alarm_rate
-from toolkit.deploy.process import LocalServer, free_port
-from toolkit.deploy.rollout import CANARY_RULES, CanaryMonitor, in_canary
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_SUBMODULE = {  # imported on first use, so that `toolkit.deploy.cli` (the registry
+    # and serve commands) does not import torch and ONNX through this package
+    "OnnxRunner": "export", "ParityResult": "export", "TemperatureWrapped": "export", "TorchRunner": "export",
+    "check_parity": "export", "export_onnx": "export", "export_program": "export", "temperature_of": "export",
+    "with_temperature": "export",
+    "LiveDrift": "live", "clopper_pearson": "live", "false_alarm_rate": "live",
+    "LocalServer": "process", "free_port": "process",
+    "CANARY_RULES": "rollout", "CanaryMonitor": "rollout", "in_canary": "rollout",
+}
 
 __all__ = ["CANARY_RULES", "CanaryMonitor", "LiveDrift", "LocalServer", "OnnxRunner", "ParityResult",
            "TemperatureWrapped", "TorchRunner", "check_parity", "clopper_pearson", "export_onnx", "export_program",
            "false_alarm_rate", "free_port", "in_canary", "temperature_of", "with_temperature"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULE:
+        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULE))

@@ -34,14 +34,14 @@ import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from toolkit.monitoring.gate import _scalar
+
+if TYPE_CHECKING:  # torch, numpy and pandas are imported where a method needs them, so that the
+    import pandas as pd  # registry command line (promote, rollback: manifest edits) starts without torch
+    import torch
+    from torch import nn
 
 __all__ = ["ModelRegistry"]
 
@@ -161,6 +161,9 @@ class ModelRegistry:
                 server's live drift detectors compare served inputs with; saved with the model's
                 probabilities on them as ``vK.reference.npz``.
         """
+        import torch
+        from torch import nn
+
         from toolkit.deploy.export import PARITY_ATOL, with_temperature
 
         if not isinstance(model, nn.Module):
@@ -206,6 +209,9 @@ class ModelRegistry:
     def _serving_entry(self, model: nn.Module, version: str, example_input: Any, class_names: Any,
                        normalization: Any, atol: float, reference_inputs: Any = None) -> dict[str, Any]:
         """Export ``model`` (ONNX and torch.export, atomically) and describe how to serve it."""
+        import numpy as np
+        import torch
+
         from toolkit.deploy.export import (OnnxRunner, _check_example, check_parity, export_onnx, export_program,
                                            temperature_of)
 
@@ -331,6 +337,9 @@ class ModelRegistry:
 
     def load(self, model: nn.Module, version: str | None = None) -> nn.Module:
         """Load the weights of ``version`` (default: production) into ``model``, after verifying them."""
+        import torch
+        from torch import nn
+
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         version = self.production if version is None else version
@@ -346,6 +355,8 @@ class ModelRegistry:
 
     def table(self) -> pd.DataFrame:
         """One row per version: model, parameters, created, sha256 (short), metrics, in production."""
+        import pandas as pd
+
         rows = []
         for version, entry in self._manifest["versions"].items():
             rows.append({"version": version, "model": entry["model"], "parameters": entry["parameters"],
