@@ -3,8 +3,7 @@ imported on its own: it needs litserve), versions, shadow and canary, live drift
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from toolkit._lazy import lazy_names
 
 _SUBMODULE = {  # imported on first use, so that `toolkit.deploy.cli` (the registry
     # and serve commands) does not import torch and ONNX through this package
@@ -20,14 +19,4 @@ __all__ = ["CANARY_RULES", "CanaryMonitor", "LiveDrift", "LocalServer", "OnnxRun
            "TemperatureWrapped", "TorchRunner", "check_parity", "clopper_pearson", "export_onnx", "export_program",
            "false_alarm_rate", "free_port", "in_canary", "temperature_of", "with_temperature"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULE:
-        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULE))
+__getattr__, __dir__ = lazy_names(__name__, _SUBMODULE, globals())

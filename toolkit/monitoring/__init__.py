@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from toolkit._lazy import lazy_names
 
 _SUBMODULE = {  # imported on first use, so that the registry command line
     # (`python -m toolkit registry promote`) starts without importing torch
@@ -15,14 +14,4 @@ _SUBMODULE = {  # imported on first use, so that the registry command line
 __all__ = ["DEFAULT_RULES", "DriftResult", "GateResult", "GateRule", "ModelRegistry", "input_drift",
            "output_drift", "psi", "regression_gate"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULE:
-        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULE))
+__getattr__, __dir__ = lazy_names(__name__, _SUBMODULE, globals())

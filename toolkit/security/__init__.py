@@ -6,8 +6,7 @@ needs only torch (it never imports Lightning), and opacus is needed only by ``DP
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from toolkit._lazy import lazy_names
 
 _SUBMODULE = {
     "ATTACKS": "adversarial", "AdversarialClassifierModule": "adversarial", "RobustAccuracyCallback": "adversarial",
@@ -25,14 +24,4 @@ _SUBMODULE = {
 
 __all__ = sorted(_SUBMODULE, key=lambda name: (not name[0].isupper(), name))
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULE:
-        value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SUBMODULE))
+__getattr__, __dir__ = lazy_names(__name__, _SUBMODULE, globals())
