@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import textwrap
+import warnings
 
 import joblib
 from joblib.externals.loky import reusable_executor
@@ -17,7 +18,7 @@ from nbclient import NotebookClient
 
 from toolkit.data import DigitsDataModule
 from toolkit.models import MLP
-from toolkit.training import ClassifierModule, run_seeds
+from toolkit.training import ClassifierModule, map_in_workers, run_seeds, train_members
 from toolkit.training.parallel import resolve_n_jobs
 
 pytestmark = pytest.mark.slow
@@ -134,6 +135,83 @@ def test_n_jobs_minus_one_means_every_core_and_one_means_this_process(digits, _r
     assert result.trainer is not None and result.run_dir == _runs_dir / "run" / "version_0"
 
 
+def _members_study(dropout):
+    """A small vectorized study, as a notebook runs one per worker."""
+    data = DigitsDataModule(flatten=True)
+    frame = train_members(lambda: _digits_mlp(dropout=0.1), data, [{"seed": s, "dropout": dropout} for s in (0, 1)],
+                          max_epochs=2, enable_checkpointing=False)
+    return frame.drop(columns="fit_time_s").assign(dropout=dropout)
+
+
+def test_map_in_workers_equals_a_one_thread_loop_here_and_keeps_the_order(_runs_dir):
+    arms = [0.3, 0.0, 0.1]  # not sorted: the results must keep this order
+    parallel = map_in_workers(_members_study, arms, n_jobs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = [_members_study(a) for a in arms]
+    finally:
+        torch.set_num_threads(threads)
+    for par, seq in zip(parallel, here):
+        pd.testing.assert_frame_equal(par, seq, check_exact=True)
+    assert [p["dropout"].iloc[0] for p in parallel] == arms
+    assert pd.concat(parallel)["test_acc"].nunique() > 1, "the studies must differ, or order is untested"
+
+
+def _where(_):
+    return {"pid": os.getpid(), "threads": torch.get_num_threads(), "flag": os.environ.get("TOOLKIT_TEST_FLAG")}
+
+
+def test_map_in_workers_runs_one_thread_workers_that_follow_the_callers_environment(monkeypatch):
+    map_in_workers(_where, range(2), n_jobs=2)  # start the workers first
+    monkeypatch.setenv("TOOLKIT_TEST_FLAG", "set after the workers started")
+    seen = map_in_workers(_where, range(4), n_jobs=2)
+    assert all(s["pid"] != os.getpid() and s["threads"] == 1 for s in seen), seen
+    assert all(s["flag"] == "set after the workers started" for s in seen), seen
+
+
+def _warns(message):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn(message)
+    return [str(w.message) for w in caught]
+
+
+def test_map_in_workers_applies_the_callers_warning_filters():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="hidden")
+        warnings.filterwarnings("always", message="shown")
+        assert map_in_workers(_warns, ["hidden", "shown"], n_jobs=2) == [[], ["shown"]]
+
+
+def _fails_on(item):
+    if item == 2:
+        raise _WorkerFailure(f"cannot handle item {item}")
+    return item
+
+
+def test_map_in_workers_raises_a_workers_error_with_its_type_and_message():
+    with pytest.raises(_WorkerFailure, match="cannot handle item 2"):
+        map_in_workers(_fails_on, [1, 2, 3], n_jobs=2)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 4])
+def test_map_in_workers_runs_here_with_one_job_or_one_item(n_jobs):
+    items = [0, 1] if n_jobs == 1 else [0]
+    assert {s["pid"] for s in map_in_workers(_where, items, n_jobs=n_jobs)} == {os.getpid()}
+    assert map_in_workers(_where, [], n_jobs=2) == []
+
+
+@pytest.mark.parametrize("function, items, error, match", [
+    (42, [1], TypeError, "function must be a callable of one argument, got int"),
+    (abs, 3, TypeError, r"items must be an iterable of the arguments \(a list, a range, ...\), got int"),
+    (abs, "ab", TypeError, "items must be an iterable of the arguments .*got str"),
+    (abs, [1, 2], ValueError, r"n_jobs must be an integer >= 1 or -1 \(all cores\), got 0"),
+])
+def test_map_in_workers_refuses_bad_arguments_with_a_clear_error(function, items, error, match):
+    with pytest.raises(error, match=match):
+        map_in_workers(function, items, n_jobs=0 if error is ValueError else 2)
+
+
 NOTEBOOK_CELLS = [
     """\
     WORKER_OUTPUT_DELAY_S = 2
@@ -165,6 +243,9 @@ NOTEBOOK_CELLS = [
     """    warnings.filterwarnings("always", message="raised in a worker")  # shown here: shown from the workers
     run_seeds(noisy, dm, (0, 1), max_epochs=1, test=False, n_jobs=2)
     time.sleep(WORKER_OUTPUT_DELAY_S)  # the kernel forwards the workers' output asynchronously""",
+    """\
+    from toolkit.training import map_in_workers
+    print(map_in_workers(lambda hidden: sum(p.numel() for p in make(hidden).parameters()), [8, 24], n_jobs=2))""",
 ]
 
 
@@ -182,3 +263,4 @@ def test_parallel_seeds_work_in_a_jupyter_kernel_with_a_notebook_defined_factory
     assert stream(nb.cells[1], "stdout").strip() == "equal 2"
     assert "raised in a worker" not in stream(nb.cells[2], "stderr")
     assert stream(nb.cells[3], "stderr").count("UserWarning: raised in a worker") == 2
+    assert stream(nb.cells[4], "stdout").strip() == str([64 * h + h + h * 10 + 10 for h in (8, 24)])
