@@ -177,3 +177,42 @@ def test_evaluate_and_predict_logits_without_a_trainer_give_the_trainers_numbers
     # a module whose test hooks are its own runs in a Trainer, which logs what its test_step logs
     custom = _ExtraTestMetric(MLP(2, 2, hidden_sizes=(16,)), num_classes=2)
     assert evaluate(custom, loader, accelerator="cpu")["test_extra"] == 1.0
+
+
+def test_a_new_run_claims_the_next_free_version_folder(tmp_path):
+    from toolkit.training.fit import _claim_version
+
+    root = tmp_path / "runs" / "study"
+    assert _claim_version(root) == 0 and (root / "version_0").is_dir()
+    (root / "version_3").mkdir()
+    (root / "version_x").mkdir()  # not a version: ignored
+    assert _claim_version(root) == 4 and _claim_version(root) == 5
+
+
+def test_a_version_another_process_takes_first_is_skipped(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from toolkit.training.fit import _claim_version
+
+    root, mkdir = tmp_path / "study", Path.mkdir
+
+    def raced(self, *args, **kwargs):  # another process creates version_0 between the listing and our mkdir
+        if self.name == "version_0" and not self.exists():
+            mkdir(self)
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", raced)
+    assert _claim_version(root) == 1 and sorted(d.name for d in root.iterdir()) == ["version_0", "version_1"]
+
+
+def test_runs_fitted_at_once_into_one_folder_each_get_their_own_version(_runs_dir):
+    from toolkit.training import map_in_workers
+
+    def one_run(seed):  # four processes pick a version of runs/same at the same moment
+        result = fit(lambda: ClassifierModule(MLP(64, 10, hidden_sizes=(8,)), num_classes=10),
+                     DigitsDataModule(flatten=True), seed=seed, max_epochs=1, test=False, name="same")
+        return str(result.run_dir), list(result.history.columns), len(result.history)
+
+    runs = map_in_workers(one_run, range(4), n_jobs=4)
+    assert len({run_dir for run_dir, _, _ in runs}) == 4, runs
+    assert all(rows == 1 and "val_acc" in columns for _, columns, rows in runs), runs

@@ -257,6 +257,9 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
     version, resume_from = None, ckpt_path
     if ckpt_path == "last":
         version, resume_from = _last_run(runs_dir / name, seed)
+    resumed = version is not None
+    if not resumed and _is_launching_process():
+        version = _claim_version(runs_dir / name)
     plugins = trainer_kwargs.pop("plugins", None) or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     from toolkit.security.checkpoint_io import Sha256CheckpointIO  # security imports training: import late
@@ -276,7 +279,6 @@ def fit(model: ModuleSpec, data: DataSpec, *, max_epochs: int = 10, seed: int = 
             plugins = [Sha256CheckpointIO.for_namespace(lightning, p.require_sha256)
                        if type(p) is Sha256CheckpointIO else p for p in plugins]
         # rows reach the file as they are logged, so a run killed with SIGKILL keeps its history
-        resumed = version is not None
         logger_cls = _resumed_logger_class(lightning.__name__) if resumed else submodule(lightning, "loggers").CSVLogger
         logger = logger_cls(save_dir=runs_dir, name=name, version=version, flush_logs_every_n_steps=1)
         with _trainer_setup():
@@ -335,6 +337,30 @@ def _resumed_logger_class(namespace: str) -> type:
             return self._experiment
 
     return ResumedCSVLogger
+
+
+def _is_launching_process() -> bool:
+    """Not a process that a distributed launcher started for rank > 0 (rank 0 claims the run's folder)."""
+    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+
+
+def _claim_version(run_root: Path) -> int:
+    """The next free ``version_N`` under ``run_root``, created here so that no other process can take it.
+
+    CSVLogger picks its version by listing the folder, so two processes fitting into one ``runs_dir``
+    and ``name`` at once (``map_in_workers``, two terminals) could pick the same folder and write one
+    CSV file with two sets of columns. ``mkdir`` either creates the folder or fails: the first to
+    create ``version_N`` owns it, the other moves on to ``N + 1``.
+    """
+    run_root.mkdir(parents=True, exist_ok=True)
+    taken = [int(d.name.split("_", 1)[1]) for d in run_root.glob("version_*") if d.name.split("_", 1)[1].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (run_root / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
 
 
 def _run_seed(version_dir: Path) -> int | None:
