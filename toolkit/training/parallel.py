@@ -98,8 +98,8 @@ def fit_seeds_in_parallel(model: Any, data: Any, seeds: list[int], n_jobs: int, 
                           fit_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     """``fit`` once per seed in ``n_jobs`` workers; one dict per seed, in the order of ``seeds``.
 
-    Each run gets its own folder, ``<runs_dir>/<name>/seed_<seed>/version_<n>``: workers choosing
-    CSVLogger versions at the same time in one folder could pick the same one. An exception raised
+    Each run gets its own folder, ``<runs_dir>/<name>/seed_<seed>/version_<n>`` (``fit`` also claims
+    its ``version_<n>`` with ``mkdir``, so runs in one folder never share one). An exception raised
     in a worker is raised here with its own type and message (the worker's traceback chained to it).
     """
     from joblib import delayed
@@ -129,8 +129,8 @@ def map_in_workers(function: Callable[[T], R], items: Iterable[T], *, n_jobs: in
     """``[function(item) for item in items]``, computed in ``n_jobs`` worker processes of one thread.
 
     For studies too different to stack into one :func:`~toolkit.training.train_members` call (other
-    architectures, data or epochs): each item runs whole in one worker, so on two cores two studies
-    take about the time of one (a vectorized study gains little from a second thread). The workers
+    architectures, data or epochs): each item runs whole in one worker of one thread, so its numbers do
+    not depend on the machine's core count and two studies at once use two cores. The workers
     are those of ``run_seeds(n_jobs=...)`` (joblib's loky backend, reused across calls): each task
     first takes on the caller's environment variables and warning filters as they are at call time,
     then calls ``function(item)``. ``function`` and the items travel with cloudpickle, so functions
